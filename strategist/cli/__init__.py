@@ -1,0 +1,65 @@
+"""The strategist command line: ``strategist NOUN VERB``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from . import grow as _grow
+from . import records
+from .common import DbOption, DomainOption, StrategistGroup, console
+
+app = typer.Typer(
+    cls=StrategistGroup,
+    help="Grow, audit and use a library of strategies that make a small support bot act like a large one.",
+    no_args_is_help=True,
+    add_completion=False,
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
+app.command("grow")(_grow.grow)
+app.add_typer(records.scenarios_app, name="scenarios")
+app.add_typer(records.strategies_app, name="strategies")
+app.add_typer(records.runs_app, name="runs")
+app.add_typer(records.domains_app, name="domains")
+
+
+@app.command()
+def init(
+    db: DbOption = None,
+    domain: DomainOption = None,
+    config: Annotated[Path, typer.Option(help="Settings file to write.")] = Path("strategist.toml"),
+) -> None:
+    """Create strategist.toml (if missing) and the database, and load a domain pack."""
+    from ..config import DEFAULT_DB, default_config_text
+    from ..store import Store
+    from .common import resolve_domain
+
+    db_path = db or DEFAULT_DB
+    if config.exists():
+        console.print(f"kept existing {config}")
+    else:
+        config.write_text(default_config_text(db_path), encoding="utf-8")
+        console.print(f"wrote {config}")
+    store = Store.open(db_path)
+    d = resolve_domain(store, domain)
+    n = len(store.list_scenarios(d.id))
+    console.print(f"database {db_path}: domain '{d.id}' with {n} scenarios")
+
+
+@app.command()
+def path(db: DbOption = None) -> None:
+    """Show where the settings file and the database are."""
+    from ..config import config_path, load_settings, resolve_db
+    from ..packs import SHIPPED_DIR
+
+    cfg = config_path()
+    console.print(f"settings: {cfg.resolve()}{'' if cfg.exists() else ' (missing: defaults apply)'}")
+    console.print(f"database: {resolve_db(db, load_settings())}")
+    console.print(f"domain packs: {SHIPPED_DIR}")
+
+
+def main() -> None:
+    app()

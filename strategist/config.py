@@ -1,0 +1,119 @@
+"""Settings: which model each role uses and where the database lives.
+
+Precedence, highest first: command-line flags, environment variables
+(``STRATEGIST_<ROLE>_MODEL``, ``STRATEGIST_<ROLE>_API_BASE``, ``STRATEGIST_DB``), the
+``strategist.toml`` file, then the defaults (the embedded model for every role).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError, describe_validation_error
+
+ROLES = ("teacher", "student", "customer", "judge")
+Role = Literal["teacher", "student", "customer", "judge"]
+DEFAULT_MODEL = "embedded/smollm2"
+CONFIG_FILE = "strategist.toml"
+DEFAULT_DB = "strategist.db"
+
+
+class RoleConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = DEFAULT_MODEL
+    api_base: str | None = None
+    # The *name* of the environment variable holding the key: keys never live in files.
+    api_key_env: str | None = None
+    json_mode: Literal["auto", "schema", "object", "none"] = "auto"
+    timeout: float = Field(default=120.0, gt=0)
+
+    def options(self) -> dict[str, object]:
+        return self.model_dump(exclude={"model"})
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    db: str = DEFAULT_DB
+    domain: str | None = None
+    roles: dict[Role, RoleConfig] = Field(default_factory=dict)
+
+    def role(self, role: str) -> RoleConfig:
+        return self.roles.get(role, RoleConfig())  # type: ignore[call-overload]
+
+
+def config_path() -> Path:
+    return Path(os.environ.get("STRATEGIST_CONFIG", CONFIG_FILE))
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read strategist.toml if it exists; a missing file means all defaults."""
+    path = path or config_path()
+    if not path.exists():
+        return Settings()
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return Settings.model_validate(data)
+    except ValidationError as exc:
+        err = describe_validation_error(str(path), exc)
+        raise ConfigError(str(err)) from exc
+
+
+def resolve_roles(
+    flags: Mapping[str, str | None], settings: Settings, env: Mapping[str, str] | None = None
+) -> dict[str, RoleConfig]:
+    """Each role's model config: flag, then environment, then file, then default."""
+    env = os.environ if env is None else env
+    out: dict[str, RoleConfig] = {}
+    for role in ROLES:
+        cfg = settings.role(role).model_copy()
+        prefix = f"STRATEGIST_{role.upper()}_"
+        if env.get(prefix + "MODEL"):
+            cfg.model = env[prefix + "MODEL"]
+        if env.get(prefix + "API_BASE"):
+            cfg.api_base = env[prefix + "API_BASE"]
+        if flags.get(role):
+            cfg.model = str(flags[role])
+        out[role] = cfg
+    return out
+
+
+def resolve_db(flag: str | None, settings: Settings, env: Mapping[str, str] | None = None) -> str:
+    env = os.environ if env is None else env
+    return flag or env.get("STRATEGIST_DB") or settings.db
+
+
+def default_config_text(db: str) -> str:
+    return f'''# strategist settings. Flags and STRATEGIST_* environment variables override these.
+db = "{db}"
+# domain = "northwind"
+
+# Each role picks its model: "embedded/smollm2" (in-process, no key) or any litellm name.
+[roles.teacher]
+model = "{DEFAULT_MODEL}"
+# model = "openai/gpt-4o"            # reads OPENAI_API_KEY from the environment
+
+[roles.student]
+model = "{DEFAULT_MODEL}"
+# A self-hosted OpenAI-compatible server:
+# model = "openai/my-model"
+# api_base = "http://127.0.0.1:8080/v1"
+# json_mode = "object"               # auto | schema | object | none
+
+[roles.customer]
+model = "{DEFAULT_MODEL}"
+
+[roles.judge]
+model = "{DEFAULT_MODEL}"
+# api_key_env = "MY_JUDGE_KEY"       # name of the variable holding the key, never the key
+'''

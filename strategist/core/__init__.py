@@ -1,0 +1,1 @@
+"""Pure data and logic: no model provider, no database."""

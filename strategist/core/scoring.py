@@ -1,0 +1,59 @@
+"""Turning a dialogue's checks and the judge's answers into one score in [0, 1]."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+
+from .dialogue import CheckResult, Dialogue, RubricResult
+from .domain import SuccessCriteria
+
+RATING_MIN, RATING_MAX = 1, 5
+RATING_LABELS = tuple(str(r) for r in range(RATING_MIN, RATING_MAX + 1))
+
+
+def run_checks(dialogue: Dialogue, criteria: SuccessCriteria) -> list[CheckResult]:
+    """must_say passes if any agent turn says it; must_not_say passes if none does."""
+    said = "\n".join(t.content for t in dialogue.student_turns)
+    out = [CheckResult(kind="must_say", check=c.label, passed=c.found_in(said)) for c in criteria.must_say]
+    out += [
+        CheckResult(kind="must_not_say", check=c.label, passed=not c.found_in(said)) for c in criteria.must_not_say
+    ]
+    return out
+
+
+def expected_rating(top: dict[str, float]) -> float | None:
+    """The probability-weighted rating over the rating tokens among the top log-probabilities.
+
+    Returns None when no rating token appears among them.
+    """
+    mass: dict[int, float] = {}
+    for token, logprob in top.items():
+        label = token.strip()
+        if label in RATING_LABELS:
+            mass[int(label)] = mass.get(int(label), 0.0) + math.exp(logprob)
+    total = sum(mass.values())
+    if total <= 0:
+        return None
+    return sum(r * p for r, p in mass.items()) / total
+
+
+def parse_rating(text: str) -> int | None:
+    """The first standalone digit in the rating range, e.g. 'Rating: 4' -> 4."""
+    m = re.search(rf"(?<!\d)([{RATING_MIN}-{RATING_MAX}])(?!\d)", text)
+    return int(m.group(1)) if m else None
+
+
+def overall_score(
+    checks: Sequence[CheckResult], rubric: Sequence[RubricResult], rating: float | None
+) -> float:
+    """Mean of the parts that exist: check pass rate, rubric pass rate, rating rescaled to [0, 1]."""
+    parts: list[float] = []
+    if checks:
+        parts.append(sum(c.passed for c in checks) / len(checks))
+    if rubric:
+        parts.append(sum(r.passed for r in rubric) / len(rubric))
+    if rating is not None:
+        parts.append((rating - RATING_MIN) / (RATING_MAX - RATING_MIN))
+    return sum(parts) / len(parts) if parts else 0.0

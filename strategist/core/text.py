@@ -1,0 +1,34 @@
+"""Cheap text similarity, used to drop near-duplicate scenarios and merge similar strategies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+_WORD = re.compile(r"[a-z0-9]+")
+# Words that carry no meaning for telling two situations apart.
+_STOP = frozenset(
+    "a an and are as at be but by for from has have i if in is it its me my of on or so that the their "
+    "them they this to was we were will with you your".split()
+)
+
+
+def words(text: str) -> frozenset[str]:
+    return frozenset(w for w in _WORD.findall(text.lower()) if w not in _STOP)
+
+
+def jaccard(a: str, b: str) -> float:
+    wa, wb = words(a), words(b)
+    if not wa and not wb:
+        return 1.0
+    return len(wa & wb) / len(wa | wb)
+
+
+def most_similar(text: str, others: Iterable[tuple[int, str]]) -> tuple[int | None, float]:
+    """(id, similarity) of the most similar of ``others``; (None, 0.0) if there are none."""
+    best_id, best = None, 0.0
+    for other_id, other in others:
+        s = jaccard(text, other)
+        if s > best:
+            best_id, best = other_id, s
+    return best_id, best

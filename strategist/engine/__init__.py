@@ -1,0 +1,1 @@
+"""Orchestration: simulate dialogues, run the gate, grow the library round by round."""

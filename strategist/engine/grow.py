@@ -1,0 +1,404 @@
+"""Growing a strategy library, round by round.
+
+A round: (1) the teacher writes new scenarios for thin or weak persona x intent cells and
+near-duplicates are dropped; (2) the student talks to simulated customers on the round's
+scenarios and the judge scores every dialogue; (3) for the weak scenarios the teacher answers
+from the weakest student turn's prefix and proposes strategies; similar ones are merged;
+(4) every remaining candidate goes through the gate; accepted ones are stored as *pending*.
+Everything is written as it happens, so a budget stop loses nothing already paid for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol, TypeVar
+
+from ..core.cells import CellStats, pick_cells
+from ..core.dialogue import Dialogue, Judgement, StrategyText
+from ..core.domain import Difficulty, Domain, Scenario
+from ..core.gate import GateConfig, decide
+from ..core.seeds import derive_seed
+from ..core.text import jaccard, most_similar
+from ..errors import BudgetExceeded, ModelError, one_line
+from ..models.base import ChatModel
+from ..roles import Customer, Judge, Student, Teacher
+from ..store import Store
+from ..store.tables import CandidateRow
+from .ledger import Budget, Ledger
+from .simulate import simulate
+
+T = TypeVar("T")
+DIFFICULTIES: tuple[Difficulty, ...] = ("hard", "medium", "hard", "easy")
+
+
+class Reporter(Protocol):
+    """How the engine tells a user interface what it is doing."""
+
+    def stage(self, name: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def log(self, message: str) -> None: ...
+
+
+class NullReporter:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def log(self, message: str) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class GrowConfig:
+    rounds: int = 1
+    scenarios: int = 4  # scenarios worked on per round
+    generate: int = 2  # of which the teacher writes this many new ones
+    seed: int = 0
+    weak_threshold: float = 0.8  # scenarios whose mean score is below this get coached
+    max_strategies: int = 2  # proposals kept per coached scenario
+    duplicate_threshold: float = 0.6  # scenario similarity at which a new one is dropped
+    merge_threshold: float = 0.5  # strategy similarity at which a proposal is merged
+    concurrency: int = 1
+    gate: GateConfig = field(default_factory=GateConfig)
+    budget: Budget = field(default_factory=Budget)
+
+
+@dataclass
+class RoleModels:
+    teacher: ChatModel
+    student: ChatModel
+    customer: ChatModel
+    judge: ChatModel
+
+
+@dataclass
+class Scored:
+    dialogue: Dialogue
+    judgement: Judgement | None
+
+
+@dataclass
+class GrowSummary:
+    run_id: int
+    status: str
+    stop_reason: str | None
+    rounds_completed: int
+    scenarios_generated: int
+    scenarios_used: int
+    dialogues: int
+    mean_score: float | None
+    candidates: int
+    accepted: int
+    merged: int
+    rejected: int
+    failures: int
+    llm_calls: int
+    tokens: int
+    seconds: float
+    accepted_ids: list[int] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class Grower:
+    def __init__(self, store: Store, domain: Domain, models: RoleModels, config: GrowConfig,
+                 reporter: Reporter | None = None, *, command: str = "grow") -> None:
+        self.store = store
+        self.domain = domain
+        self.config = config
+        self.reporter: Reporter = reporter or NullReporter()
+        self.run_id = store.start_run(domain.id, command, _config_dict(config, models))
+        self.ledger = Ledger(store, self.run_id, config.budget)
+        self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
+        self.student = Student(self.ledger.wrap(models.student, "student"), domain)
+        self.customer = Customer(self.ledger.wrap(models.customer, "customer"), domain)
+        self.judge = Judge(self.ledger.wrap(models.judge, "judge"), domain)
+        self.rng = random.Random(config.seed)
+        self._sem = asyncio.Semaphore(max(1, config.concurrency))
+        # (scenario id, sample) -> judged no-strategy dialogue, shared by every candidate's gate.
+        self._baselines: dict[tuple[int, int], Scored] = {}
+        self.rounds_completed = 0
+
+    # -- helpers ---------------------------------------------------------------------------
+    async def _limited(self, aw: Awaitable[T]) -> T:
+        async with self._sem:
+            return await aw
+
+    def _fail(self, round_no: int, what: str, exc: BaseException, **detail: Any) -> None:
+        detail = {k: v for k, v in detail.items() if v is not None}
+        for attr in ("attempts", "last_output", "last_error"):
+            if hasattr(exc, attr):
+                detail[attr] = getattr(exc, attr)
+        self.store.record_event(self.run_id, "failure", f"{what}: {one_line(exc)}", round=round_no, detail=detail)
+        self.reporter.log(f"[yellow]failure[/] {what}: {one_line(exc)}")
+
+    def _seed(self, scenario_id: int, sample: int) -> int:
+        return derive_seed(self.config.seed, "scenario", scenario_id, "sample", sample)
+
+    async def _dialogue(self, round_no: int, scenario: Scenario, sample: int, condition: str,
+                        strategies: Sequence[StrategyText] = (), candidate_id: int | None = None) -> Scored:
+        assert scenario.id is not None
+        seed = self._seed(scenario.id, sample)
+        d = await simulate(scenario, self.domain, self.student, self.customer, seed=seed, sample=sample,
+                           condition=condition, strategies=strategies)
+        d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
+        if d.error:
+            self.store.record_event(self.run_id, "failure", f"dialogue {d.id} ended by a model error",
+                                    round=round_no, detail={"dialogue_id": d.id, "error": d.error})
+            return Scored(d, None)
+        try:
+            j = await self.judge.judge(scenario, d, seed=seed)
+        except ModelError as exc:
+            self._fail(round_no, f"judging dialogue {d.id}", exc, dialogue_id=d.id)
+            return Scored(d, None)
+        return Scored(d, self.store.add_judgement(j))
+
+    async def _baseline(self, round_no: int, scenario: Scenario, sample: int) -> Scored:
+        assert scenario.id is not None
+        key = (scenario.id, sample)
+        if key not in self._baselines:
+            self._baselines[key] = await self._dialogue(round_no, scenario, sample, "baseline")
+            self.reporter.advance()
+        return self._baselines[key]
+
+    # -- the run ---------------------------------------------------------------------------
+    async def run(self) -> GrowSummary:
+        start = time.perf_counter()
+        status, reason = "completed", None
+        try:
+            for round_no in range(1, self.config.rounds + 1):
+                self.reporter.log(f"[bold]round {round_no}/{self.config.rounds}[/]")
+                await self._round(round_no)
+                self.rounds_completed = round_no
+        except BudgetExceeded as exc:
+            status, reason = "stopped", one_line(exc)
+            self.store.record_event(self.run_id, "budget", reason)
+            self.reporter.log(f"[yellow]stopped[/]: {reason}")
+        except BaseException as exc:
+            # Interrupted or crashed: record it so the run never stays 'running' forever.
+            self.store.finish_run(self.run_id, "failed", self._summary(start, "failed", one_line(exc)).as_dict(),
+                                  stop_reason=one_line(exc))
+            raise
+        summary = self._summary(start, status, reason)
+        self.store.finish_run(self.run_id, status, summary.as_dict(), stop_reason=reason)
+        return summary
+
+    async def _round(self, round_no: int) -> None:
+        new = await self._generate(round_no)
+        working = self._working_set(new)
+        if not working:
+            self.reporter.log("no scenarios to work on")
+            return
+        samples = self.config.gate.samples
+        self.reporter.stage(f"round {round_no}: baseline dialogues", len(working) * samples)
+        results = await asyncio.gather(*(
+            self._limited(self._baseline(round_no, s, k)) for s in working for k in range(samples)
+        ))
+        by_scenario: dict[int, list[Scored]] = {}
+        for s, scored in zip([s for s in working for _ in range(samples)], results, strict=True):
+            assert s.id is not None
+            by_scenario.setdefault(s.id, []).append(scored)
+
+        weak = []
+        for s in working:
+            judged = [x for x in by_scenario[s.id or 0] if x.judgement is not None]
+            if judged:
+                mean = sum(x.judgement.score for x in judged if x.judgement) / len(judged)
+                if mean < self.config.weak_threshold:
+                    weak.append((mean, s, judged))
+        weak.sort(key=lambda t: (t[0], t[1].id))
+        self.reporter.log(f"{len(weak)} of {len(working)} scenarios below {self.config.weak_threshold:.2f}")
+
+        for _mean, scenario, judged in weak:
+            candidates = await self._coach(round_no, scenario, judged)
+            for cand in candidates:
+                await self._gate(round_no, scenario, cand)
+
+    # -- step 1: scenarios -----------------------------------------------------------------
+    async def _generate(self, round_no: int) -> list[Scenario]:
+        n = self.config.generate
+        if n <= 0:
+            return []
+        existing = self.store.list_scenarios(self.domain.id)
+        scores = self.store.scenario_scores(self.domain.id)
+        stats: dict[tuple[str, str], CellStats] = {}
+        for s in existing:
+            st = stats.setdefault(s.cell, CellStats())
+            st.scenarios += 1
+            if s.id in scores:
+                prev = st.mean_score if st.mean_score is not None else scores[s.id][0]
+                st.mean_score = min(prev, scores[s.id][0])
+        cells = pick_cells(self.domain, stats, n, self.rng)
+        self.reporter.stage(f"round {round_no}: writing scenarios", len(cells))
+        made: list[Scenario] = []
+        for i, cell in enumerate(cells):
+            difficulty = DIFFICULTIES[(round_no + i) % len(DIFFICULTIES)]
+            avoid = [s.title for s in existing if s.intent == cell.intent][:8]
+            try:
+                scenario = await self.teacher.write_scenario(
+                    cell, difficulty, avoid=avoid, seed=derive_seed(self.config.seed, "write", round_no, i))
+            except ModelError as exc:
+                self._fail(round_no, "writing a scenario", exc, intent=cell.intent)
+                self.reporter.advance()
+                continue
+            text = scenario.fingerprint_text()
+            dup_id, sim = most_similar(text, [(s.id or 0, s.fingerprint_text()) for s in existing])
+            if sim >= self.config.duplicate_threshold:
+                self.store.record_event(self.run_id, "info", f"dropped near-duplicate scenario (like {dup_id}, "
+                                        f"similarity {sim:.2f})", round=round_no, detail={"title": scenario.title})
+            else:
+                scenario = self.store.add_scenario(scenario, run_id=self.run_id, round=round_no)
+                existing.append(scenario)
+                made.append(scenario)
+            self.reporter.advance()
+        return made
+
+    def _working_set(self, new: list[Scenario]) -> list[Scenario]:
+        """The new scenarios, topped up with existing training ones: never-run first, then weakest."""
+        room = self.config.scenarios - len(new)
+        if room <= 0:
+            return new[: self.config.scenarios]
+        scores = self.store.scenario_scores(self.domain.id)
+        used = {sid for sid, _ in self._baselines}
+        new_ids = {s.id for s in new}
+        pool = [s for s in self.store.list_scenarios(self.domain.id, split="train")
+                if s.id not in new_ids and s.id not in used]
+        pool.sort(key=lambda s: (s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id))
+        return new + pool[:room]
+
+    # -- step 2: coaching ------------------------------------------------------------------
+    async def _coach(self, round_no: int, scenario: Scenario, judged: list[Scored]) -> list[CandidateRow]:
+        worst = min(judged, key=lambda x: (x.judgement.score if x.judgement else 1.0, x.dialogue.sample))
+        d, j = worst.dialogue, worst.judgement
+        assert j is not None and scenario.id is not None
+        n_student = len(d.student_turns)
+        if n_student == 0:
+            return []
+        k = min(max(j.weakest_turn or n_student, 1), n_student)
+        prefix = d.prefix_before_student_turn(k)
+        student_reply = d.student_turns[k - 1].content
+        seed = derive_seed(self.config.seed, "coach", scenario.id, round_no)
+        try:
+            reference = await self.teacher.reference_reply(prefix, seed=seed)
+            proposals = await self.teacher.propose(scenario, prefix, student_reply, reference, j.critique,
+                                                   max_strategies=self.config.max_strategies, seed=seed)
+        except ModelError as exc:
+            self._fail(round_no, f"coaching on scenario {scenario.id}", exc, dialogue_id=d.id)
+            return []
+
+        existing = [(s.id or 0, f"{s.trigger} {s.guidance}")
+                    for s in self.store.list_strategies(self.domain.id, ["pending", "approved"])]
+        taken: list[str] = []
+        out: list[CandidateRow] = []
+        for p in proposals:
+            text = f"{p.trigger} {p.guidance}"
+            row = CandidateRow(run_id=self.run_id, round=round_no, domain_id=self.domain.id,
+                               scenario_id=scenario.id, source_dialogue_id=d.id, trigger=p.trigger,
+                               guidance=p.guidance, example=p.example, teacher_model=self.teacher.model.name,
+                               evidence={"reference_reply": reference, "student_reply": student_reply,
+                                         "weakest_turn": k, "critique": j.critique})
+            sid, sim = most_similar(text, existing)
+            if sim >= self.config.merge_threshold:
+                row.outcome, row.strategy_id = "merged", sid
+                row.reason = f"similar to strategy {sid} (similarity {sim:.2f})"
+            elif any(jaccard(text, t) >= self.config.merge_threshold for t in taken):
+                row.outcome, row.reason = "merged", "similar to another proposal of this round"
+            cand = self.store.add_candidate(row)
+            if cand.outcome == "proposed":
+                out.append(cand)
+                taken.append(text)
+        return out
+
+    # -- step 3: the gate ------------------------------------------------------------------
+    def _gate_scenarios(self, source: Scenario) -> tuple[list[Scenario], list[Scenario]]:
+        cfg = self.config.gate
+        train = [s for s in self.store.list_scenarios(self.domain.id, split="train") if s.id != source.id]
+        rng = random.Random(derive_seed(self.config.seed, "gate", source.id))
+        same = [s for s in train if s.intent == source.intent]
+        other = [s for s in train if s.intent != source.intent]
+        rng.shuffle(same)
+        rng.shuffle(other)
+        return [source, *same[: cfg.variants]], other[: cfg.regression]
+
+    async def _gate(self, round_no: int, source: Scenario, cand: CandidateRow) -> None:
+        cfg = self.config.gate
+        assert cand.id is not None
+        strategy = StrategyText(id=cand.id, kind="candidate", trigger=cand.trigger, guidance=cand.guidance,
+                                example=cand.example)
+        targets, regression = self._gate_scenarios(source)
+        jobs = [(s, k, s in regression) for s in [*targets, *regression] for k in range(cfg.samples)]
+        self.reporter.stage(f"round {round_no}: gate for candidate {cand.id}", len(jobs))
+
+        async def pair(s: Scenario, k: int) -> tuple[Scored, Scored]:
+            without = await self._baseline(round_no, s, k)
+            with_ = await self._dialogue(round_no, s, k, "candidate", [strategy], candidate_id=cand.id)
+            self.reporter.advance()
+            return without, with_
+
+        results = await asyncio.gather(*(self._limited(pair(s, k)) for s, k, _ in jobs))
+        deltas, reg_deltas, pairs = [], [], []
+        for (s, k, is_reg), (without, with_) in zip(jobs, results, strict=True):
+            if without.judgement is None or with_.judgement is None:
+                continue
+            delta = with_.judgement.score - without.judgement.score
+            (reg_deltas if is_reg else deltas).append(delta)
+            pairs.append({"scenario_id": s.id, "sample": k, "seed": with_.dialogue.seed, "regression": is_reg,
+                          "without_dialogue_id": without.dialogue.id, "with_dialogue_id": with_.dialogue.id,
+                          "without_score": without.judgement.score, "with_score": with_.judgement.score,
+                          "delta": delta})
+        decision = decide(deltas, reg_deltas, cfg, seed=derive_seed(self.config.seed, "bootstrap", cand.id))
+        p = decision.paired
+        evidence = {
+            **cand.evidence,
+            "samples": cfg.samples, "threshold": cfg.threshold, "confidence": cfg.confidence,
+            "deltas": list(p.deltas) if p else [], "mean_delta": p.mean if p else None,
+            "ci_low": p.ci_low if p else None, "ci_high": p.ci_high if p else None,
+            "regression_mean": decision.regression_mean, "pairs": pairs, "decision": decision.reason,
+        }
+        if not decision.accepted:
+            self.store.update_candidate(cand.id, outcome="rejected", reason=decision.reason, evidence=evidence)
+            self.reporter.log(f"candidate {cand.id} rejected: {decision.reason}")
+            return
+        row = self.store.add_strategy(
+            self.domain.id, StrategyText(trigger=cand.trigger, guidance=cand.guidance, example=cand.example),
+            provenance={"run_id": self.run_id, "round": round_no, "scenario_id": source.id,
+                        "dialogue_id": cand.source_dialogue_id, "candidate_id": cand.id,
+                        "teacher_model": cand.teacher_model, "student_model": self.student.model.name,
+                        "judge_model": self.judge.model.name},
+            evidence=evidence, author="gate",
+        )
+        self.store.update_candidate(cand.id, outcome="accepted", reason=decision.reason, evidence=evidence,
+                                    strategy_id=row.id)
+        self.reporter.log(f"[green]accepted[/] strategy {row.id}: {decision.reason}")
+
+    # -- summary ---------------------------------------------------------------------------
+    def _summary(self, start: float, status: str, reason: str | None) -> GrowSummary:
+        st = self.store
+        cands = st.list_candidates(self.run_id)
+        counts = st.run_counts(self.run_id)
+        totals = st.call_totals(self.run_id)
+        return GrowSummary(
+            run_id=self.run_id, status=status, stop_reason=reason, rounds_completed=self.rounds_completed,
+            scenarios_generated=counts["scenarios_generated"],
+            scenarios_used=len({sid for sid, _ in self._baselines}),
+            dialogues=counts["dialogues"], mean_score=counts["mean_baseline_score"],
+            candidates=len(cands), accepted=sum(c.outcome == "accepted" for c in cands),
+            merged=sum(c.outcome == "merged" for c in cands), rejected=sum(c.outcome == "rejected" for c in cands),
+            failures=len([e for e in st.events(self.run_id) if e.kind == "failure"]),
+            llm_calls=totals["calls"], tokens=totals["prompt_tokens"] + totals["completion_tokens"],
+            seconds=round(time.perf_counter() - start, 1),
+            accepted_ids=[c.strategy_id for c in cands if c.outcome == "accepted" and c.strategy_id is not None],
+        )
+
+
+def _config_dict(config: GrowConfig, models: RoleModels) -> dict[str, Any]:
+    d = asdict(config)
+    d["models"] = {role: getattr(models, role).name for role in ("teacher", "student", "customer", "judge")}
+    return d

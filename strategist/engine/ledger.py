@@ -1,0 +1,85 @@
+"""Every model call goes through a LedgeredModel: budget check first, a ledger row after."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ..errors import BudgetExceeded, one_line
+from ..models.base import ChatModel, Completion, Message, Sampling
+from ..store import Store
+from ..store.tables import LlmCallRow
+
+
+@dataclass(frozen=True)
+class Budget:
+    max_calls: int | None = None
+    max_tokens: int | None = None
+
+
+@dataclass
+class Ledger:
+    """Counts a run's calls and tokens, stops it at its budget, and records each call.
+
+    The check happens before a call, so a run can end one call past ``max_tokens``, never more.
+    """
+
+    store: Store | None = None
+    run_id: int | None = None
+    budget: Budget = field(default_factory=Budget)
+    calls: int = 0
+    tokens: int = 0
+    failures: int = 0
+    by_role: Counter[str] = field(default_factory=Counter)
+
+    def check(self) -> None:
+        b = self.budget
+        if b.max_calls is not None and self.calls >= b.max_calls:
+            raise BudgetExceeded("calls", self.calls, b.max_calls)
+        if b.max_tokens is not None and self.tokens >= b.max_tokens:
+            raise BudgetExceeded("tokens", self.tokens, b.max_tokens)
+
+    def record(self, role: str, model: str, completion: Completion | None, latency_ms: float,
+               error: str | None = None) -> None:
+        self.calls += 1
+        self.by_role[role] += 1
+        if completion is not None:
+            self.tokens += completion.total_tokens
+        if error:
+            self.failures += 1
+        if self.store is not None:
+            self.store.record_call(LlmCallRow(
+                run_id=self.run_id, role=role, model=model,
+                prompt_tokens=completion.prompt_tokens if completion else 0,
+                completion_tokens=completion.completion_tokens if completion else 0,
+                latency_ms=completion.latency_ms if completion and completion.latency_ms else latency_ms,
+                cache_hit=completion.cache_hit if completion else False,
+                ok=error is None, error=error,
+            ))
+
+    def wrap(self, model: ChatModel, role: str) -> LedgeredModel:
+        return LedgeredModel(model, role, self)
+
+
+class LedgeredModel(ChatModel):
+    def __init__(self, inner: ChatModel, role: str, ledger: Ledger) -> None:
+        self.inner = inner
+        self.role = role
+        self.ledger = ledger
+        self.name = inner.name
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+        self.ledger.check()
+        start = time.perf_counter()
+        try:
+            c = await self.inner.complete(messages, sampling)
+        except Exception as exc:
+            self.ledger.record(self.role, self.name, None, (time.perf_counter() - start) * 1000, one_line(exc))
+            raise
+        self.ledger.record(self.role, self.name, c, (time.perf_counter() - start) * 1000)
+        return c
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()

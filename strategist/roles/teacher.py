@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from pydantic import BaseModel, Field
+
+from ..core.cells import Cell
+from ..core.dialogue import Turn
+from ..core.domain import Difficulty, Domain, Scenario, SuccessCriteria
+from ..models.base import ChatModel, Sampling
+from ..prompting import render
+from ..structured import complete_structured
+from .student import agent_messages
+
+Phrase = Field(min_length=2, max_length=80)
+
+
+class ScenarioDraft(BaseModel):
+    """What the teacher writes for a new scenario; persona and intent come from the chosen cell."""
+
+    title: str = Field(min_length=3, max_length=120)
+    goal: str = Field(min_length=5, max_length=400)
+    known_facts: list[str] = Field(default_factory=list, max_length=6)
+    hidden_facts: list[str] = Field(default_factory=list, max_length=4)
+    opening: str = Field(min_length=3, max_length=500)
+    must_say: list[str] = Field(default_factory=list, max_length=2)
+    must_not_say: list[str] = Field(default_factory=list, max_length=2)
+    rubric: list[str] = Field(default_factory=list, max_length=3)
+
+
+class Proposal(BaseModel):
+    """One proposed strategy."""
+
+    trigger: str = Field(min_length=10, max_length=300, description="when the strategy applies")
+    guidance: str = Field(min_length=10, max_length=600, description="what to do or avoid")
+    example: str = Field(default="", max_length=400, description="an example phrasing")
+
+
+class Proposals(BaseModel):
+    strategies: list[Proposal] = Field(min_length=1, max_length=3)
+
+
+@dataclass
+class Teacher:
+    """Writes scenarios, plays the reference agent, and coaches."""
+
+    model: ChatModel
+    domain: Domain
+    scenario_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.9, max_tokens=700))
+    reply_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.3, max_tokens=200))
+    coach_sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.5, max_tokens=700))
+    attempts: int = 3
+
+    async def write_scenario(
+        self, cell: Cell, difficulty: Difficulty, *, avoid: Sequence[str] = (), seed: int | None = None
+    ) -> Scenario:
+        prompt = render("teacher_scenario.j2", domain=self.domain, persona=cell.persona,
+                        intent=self.domain.intent(cell.intent), difficulty=difficulty, avoid=list(avoid))
+        draft, _ = await complete_structured(
+            self.model, [{"role": "user", "content": prompt}], ScenarioDraft,
+            sampling=replace(self.scenario_sampling, seed=seed), attempts=self.attempts,
+        )
+        return Scenario(
+            domain=self.domain.id,
+            title=draft.title,
+            intent=cell.intent,
+            persona=dict(cell.persona),
+            goal=draft.goal,
+            known_facts=draft.known_facts,
+            hidden_facts=draft.hidden_facts,
+            opening=draft.opening,
+            success=SuccessCriteria.model_validate(
+                {"must_say": draft.must_say, "must_not_say": draft.must_not_say, "rubric": draft.rubric}
+            ),
+            difficulty=difficulty,
+            origin="generated",
+            split="train",
+        )
+
+    async def reference_reply(self, prefix: Sequence[Turn], *, seed: int | None = None) -> str:
+        """What the teacher, as the agent with the same policy and no strategies, says next."""
+        system = render("student_system.j2", domain=self.domain, strategies=[])
+        c = await self.model.complete(agent_messages(system, prefix), replace(self.reply_sampling, seed=seed))
+        return c.text.strip()
+
+    async def propose(
+        self,
+        scenario: Scenario,
+        prefix: Sequence[Turn],
+        student_reply: str,
+        reference_reply: str,
+        critique: str,
+        *,
+        max_strategies: int = 3,
+        seed: int | None = None,
+    ) -> list[Proposal]:
+        prefix_text = "\n".join(f"{'Agent' if t.role == 'student' else 'Customer'}: {t.content}" for t in prefix)
+        prompt = render("teacher_coach.j2", domain=self.domain, scenario=scenario, prefix=prefix_text or "(none)",
+                        student_reply=student_reply, reference_reply=reference_reply,
+                        critique=critique or "(none)", max_strategies=max_strategies)
+        out, _ = await complete_structured(
+            self.model, [{"role": "user", "content": prompt}], Proposals,
+            sampling=replace(self.coach_sampling, seed=seed), attempts=self.attempts,
+        )
+        return out.strategies[:max_strategies]

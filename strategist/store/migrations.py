@@ -1,0 +1,131 @@
+"""Numbered migrations, applied in order and recorded in ``schema_migrations``.
+
+Each migration is a plain function of a connection. Table definitions inside a migration are
+frozen copies of the schema at that version: never edit an applied migration, add a new one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+Migration = Callable[[Connection], None]
+MIGRATIONS: list[tuple[str, Migration]] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append((fn.__name__, fn))
+    return fn
+
+
+def _id() -> sa.Column:
+    return sa.Column("id", sa.Integer, primary_key=True, autoincrement=True)
+
+
+def _at(name: str = "created_at", nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
+
+
+def _json(name: str, nullable: bool = False) -> sa.Column:
+    return sa.Column(name, sa.JSON, nullable=nullable)
+
+
+def _fk(name: str, target: str, nullable: bool = True, index: bool = True) -> sa.Column:
+    return sa.Column(name, sa.Integer, sa.ForeignKey(target), nullable=nullable, index=index)
+
+
+@migration
+def m001_initial(conn: Connection) -> None:
+    md = sa.MetaData()
+    S, I, F, B = sa.String, sa.Integer, sa.Float, sa.Boolean  # noqa: N806 - short column types
+    sa.Table("domains", md,
+             sa.Column("id", S, primary_key=True), sa.Column("name", S, nullable=False),
+             _json("spec"), _at(), _at("updated_at"))
+    sa.Table("runs", md, _id(),
+             sa.Column("domain_id", S, sa.ForeignKey("domains.id"), nullable=False, index=True),
+             sa.Column("command", S, nullable=False), sa.Column("status", S, nullable=False),
+             sa.Column("stop_reason", S), _json("config"), _json("summary"),
+             _at("started_at"), _at("finished_at", nullable=True))
+    sa.Table("scenarios", md, _id(),
+             sa.Column("domain_id", S, sa.ForeignKey("domains.id"), nullable=False, index=True),
+             sa.Column("title", S, nullable=False), sa.Column("intent", S, nullable=False),
+             sa.Column("persona_key", S, nullable=False), sa.Column("difficulty", S, nullable=False),
+             sa.Column("origin", S, nullable=False), sa.Column("split", S, nullable=False, index=True),
+             _json("spec"), _fk("run_id", "runs.id", index=False), sa.Column("round", I), _at())
+    sa.Table("dialogues", md, _id(), _fk("run_id", "runs.id"), sa.Column("round", I),
+             _fk("scenario_id", "scenarios.id", nullable=False), sa.Column("condition", S, nullable=False),
+             sa.Column("candidate_id", I, index=True), sa.Column("sample", I, nullable=False),
+             sa.Column("seed", I, nullable=False), sa.Column("student_model", S, nullable=False),
+             sa.Column("customer_model", S, nullable=False), sa.Column("ended_by", S, nullable=False),
+             sa.Column("error", S), _json("turns"), _json("strategy_ids"), _at())
+    sa.Table("judgements", md, _id(), _fk("dialogue_id", "dialogues.id", nullable=False),
+             sa.Column("judge_model", S, nullable=False), sa.Column("score", F, nullable=False),
+             sa.Column("rating", F), sa.Column("rating_method", S), _json("checks"), _json("rubric"),
+             sa.Column("critique", sa.Text, nullable=False), sa.Column("weakest_turn", I), _at())
+    sa.Table("strategies", md, _id(),
+             sa.Column("domain_id", S, sa.ForeignKey("domains.id"), nullable=False, index=True),
+             sa.Column("trigger", sa.Text, nullable=False), sa.Column("guidance", sa.Text, nullable=False),
+             sa.Column("example", sa.Text, nullable=False), sa.Column("status", S, nullable=False, index=True),
+             sa.Column("version", I, nullable=False), _json("provenance"), _json("evidence"),
+             sa.Column("times_retrieved", I, nullable=False), _at(), _at("updated_at"))
+    sa.Table("candidates", md, _id(), _fk("run_id", "runs.id"), sa.Column("round", I),
+             sa.Column("domain_id", S, sa.ForeignKey("domains.id"), nullable=False),
+             _fk("scenario_id", "scenarios.id", nullable=False, index=False),
+             _fk("source_dialogue_id", "dialogues.id", index=False),
+             sa.Column("trigger", sa.Text, nullable=False), sa.Column("guidance", sa.Text, nullable=False),
+             sa.Column("example", sa.Text, nullable=False), sa.Column("teacher_model", S, nullable=False),
+             sa.Column("outcome", S, nullable=False), sa.Column("reason", sa.Text, nullable=False),
+             _json("evidence"), _fk("strategy_id", "strategies.id", index=False), _at())
+    sa.Table("strategy_versions", md, _id(), _fk("strategy_id", "strategies.id", nullable=False),
+             sa.Column("version", I, nullable=False), sa.Column("trigger", sa.Text, nullable=False),
+             sa.Column("guidance", sa.Text, nullable=False), sa.Column("example", sa.Text, nullable=False),
+             sa.Column("author", S, nullable=False), _at(), sa.UniqueConstraint("strategy_id", "version"))
+    sa.Table("reviews", md, _id(), _fk("strategy_id", "strategies.id", nullable=False),
+             sa.Column("version", I, nullable=False), sa.Column("reviewer", S, nullable=False),
+             sa.Column("action", S, nullable=False), sa.Column("note", sa.Text, nullable=False),
+             _json("before", nullable=True), _json("after", nullable=True), _at())
+    sa.Table("llm_calls", md, _id(), _fk("run_id", "runs.id"), sa.Column("role", S, nullable=False),
+             sa.Column("model", S, nullable=False), sa.Column("prompt_tokens", I, nullable=False),
+             sa.Column("completion_tokens", I, nullable=False), sa.Column("latency_ms", F, nullable=False),
+             sa.Column("cost_usd", F), sa.Column("cache_hit", B, nullable=False),
+             sa.Column("ok", B, nullable=False), sa.Column("error", sa.Text), _at())
+    sa.Table("events", md, _id(), _fk("run_id", "runs.id"), sa.Column("round", I),
+             sa.Column("kind", S, nullable=False), sa.Column("message", sa.Text, nullable=False),
+             _json("detail"), _at())
+    md.create_all(conn)
+
+
+_applied_table = sa.Table(
+    "schema_migrations",
+    sa.MetaData(),
+    sa.Column("name", sa.String, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+
+def applied(engine: Engine) -> list[str]:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("schema_migrations"):
+            return []
+        return [r[0] for r in conn.execute(sa.select(_applied_table.c.name).order_by(_applied_table.c.name))]
+
+
+def migrate(engine: Engine) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction. Returns their names."""
+    done: list[str] = []
+    with engine.begin() as conn:
+        _applied_table.create(conn, checkfirst=True)
+    for name, fn in MIGRATIONS:
+        with engine.begin() as conn:
+            already = conn.execute(
+                sa.select(_applied_table.c.name).where(_applied_table.c.name == name)
+            ).first()
+            if already:
+                continue
+            fn(conn)
+            conn.execute(_applied_table.insert().values(name=name, applied_at=datetime.now(UTC)))
+            done.append(name)
+    return done

@@ -1,0 +1,340 @@
+"""The one place that reads and writes the database."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, func, select
+
+from ..core.dialogue import Dialogue, Judgement, StrategyText
+from ..core.domain import Domain, Scenario, persona_key
+from ..errors import NotFoundError, StrategistError
+from . import migrations
+from .tables import (
+    CandidateRow,
+    DialogueRow,
+    DomainRow,
+    EventRow,
+    JudgementRow,
+    LlmCallRow,
+    ReviewRow,
+    RunRow,
+    ScenarioRow,
+    StrategyRow,
+    StrategyVersionRow,
+    utcnow,
+)
+
+
+def database_url(target: str | Path) -> str:
+    """A path becomes a SQLite URL; anything with '://' is used as a SQLAlchemy URL."""
+    text = str(target)
+    if "://" in text:
+        return text
+    return f"sqlite:///{Path(text).expanduser()}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.close()
+
+
+def make_engine(target: str | Path) -> Engine:
+    url = database_url(target)
+    if url.startswith("sqlite"):
+        path = url.split(":///", 1)[-1]
+        if path and path != ":memory:":
+            parent = Path(path).parent
+            if not parent.exists():
+                raise StrategistError(f"{target}: folder {parent} does not exist")
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def open(cls, target: str | Path, *, migrate: bool = True) -> Store:
+        store = cls(make_engine(target))
+        if migrate:
+            store.migrate()
+        return store
+
+    def migrate(self) -> list[str]:
+        try:
+            return migrations.migrate(self.engine)
+        except sa.exc.DatabaseError as exc:
+            raise StrategistError(f"{self.engine.url}: not a usable database ({exc.orig})") from exc
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        with Session(self.engine, expire_on_commit=False) as s:
+            yield s
+
+    def _add(self, row: Any) -> Any:
+        with self.session() as s:
+            s.add(row)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    # -- domains ---------------------------------------------------------------------------
+    def upsert_domain(self, domain: Domain) -> None:
+        with self.session() as s:
+            row = s.get(DomainRow, domain.id)
+            spec = domain.model_dump(mode="json")
+            if row is None:
+                s.add(DomainRow(id=domain.id, name=domain.name, spec=spec))
+            elif row.spec != spec:
+                row.name, row.spec, row.updated_at = domain.name, spec, utcnow()
+                s.add(row)
+            s.commit()
+
+    def get_domain(self, domain_id: str) -> Domain:
+        with self.session() as s:
+            row = s.get(DomainRow, domain_id)
+        if row is None:
+            raise NotFoundError(f"no domain '{domain_id}' in the database")
+        return Domain.model_validate(row.spec)
+
+    def list_domains(self) -> list[DomainRow]:
+        with self.session() as s:
+            return list(s.exec(select(DomainRow).order_by(DomainRow.id)))
+
+    # -- scenarios -------------------------------------------------------------------------
+    def add_scenario(self, scenario: Scenario, *, run_id: int | None = None, round: int | None = None) -> Scenario:
+        spec = scenario.model_dump(mode="json", exclude={"id"})
+        row = self._add(ScenarioRow(
+            domain_id=scenario.domain, title=scenario.title, intent=scenario.intent,
+            persona_key=persona_key(scenario.persona), difficulty=scenario.difficulty, origin=scenario.origin,
+            split=scenario.split, spec=spec, run_id=run_id, round=round,
+        ))
+        return scenario.model_copy(update={"id": row.id})
+
+    @staticmethod
+    def _scenario(row: ScenarioRow) -> Scenario:
+        # The split column is authoritative: it can be reassigned without rewriting the spec.
+        return Scenario.model_validate({**row.spec, "id": row.id, "split": row.split})
+
+    def get_scenario(self, scenario_id: int) -> Scenario:
+        with self.session() as s:
+            row = s.get(ScenarioRow, scenario_id)
+        if row is None:
+            raise NotFoundError(f"no scenario {scenario_id}")
+        return self._scenario(row)
+
+    def list_scenarios(self, domain: str | None = None, split: str | None = None) -> list[Scenario]:
+        q = select(ScenarioRow).order_by(ScenarioRow.id)
+        if domain:
+            q = q.where(ScenarioRow.domain_id == domain)
+        if split:
+            q = q.where(ScenarioRow.split == split)
+        with self.session() as s:
+            return [self._scenario(r) for r in s.exec(q)]
+
+    def scenario_scores(self, domain: str, condition: str = "baseline") -> dict[int, tuple[float, int]]:
+        """scenario id -> (mean score, number of judged dialogues) under ``condition``."""
+        q = (
+            select(DialogueRow.scenario_id, func.avg(JudgementRow.score), func.count(col(JudgementRow.id)))
+            .join(JudgementRow, col(JudgementRow.dialogue_id) == DialogueRow.id)
+            .join(ScenarioRow, col(ScenarioRow.id) == DialogueRow.scenario_id)
+            .where(ScenarioRow.domain_id == domain, DialogueRow.condition == condition)
+            .group_by(DialogueRow.scenario_id)
+        )
+        with self.session() as s:
+            return {sid: (float(avg), int(n)) for sid, avg, n in s.exec(q)}
+
+    # -- runs ------------------------------------------------------------------------------
+    def start_run(self, domain_id: str, command: str, config: dict[str, Any]) -> int:
+        run = self._add(RunRow(domain_id=domain_id, command=command, config=config))
+        assert run.id is not None
+        return run.id
+
+    def finish_run(self, run_id: int, status: str, summary: dict[str, Any], stop_reason: str | None = None) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            run.status, run.summary, run.stop_reason, run.finished_at = status, summary, stop_reason, utcnow()
+            s.add(run)
+            s.commit()
+
+    def get_run(self, run_id: int) -> RunRow:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+        if run is None:
+            raise NotFoundError(f"no run {run_id}")
+        return run
+
+    def list_runs(self) -> list[RunRow]:
+        with self.session() as s:
+            return list(s.exec(select(RunRow).order_by(col(RunRow.id))))
+
+    # -- dialogues and judgements ------------------------------------------------------------
+    def add_dialogue(self, d: Dialogue, *, run_id: int | None, round: int | None,
+                     candidate_id: int | None = None) -> Dialogue:
+        if d.scenario_id is None:
+            raise ValueError("dialogue has no scenario id")
+        row = self._add(DialogueRow(
+            run_id=run_id, round=round, scenario_id=d.scenario_id, condition=d.condition,
+            candidate_id=candidate_id, sample=d.sample, seed=d.seed, student_model=d.student_model,
+            customer_model=d.customer_model, ended_by=d.ended_by, error=d.error,
+            turns=[t.model_dump() for t in d.turns],
+            strategy_ids=sorted({i for t in d.turns for i in t.strategies}),
+        ))
+        return d.model_copy(update={"id": row.id})
+
+    def get_dialogue(self, dialogue_id: int) -> Dialogue:
+        with self.session() as s:
+            row = s.get(DialogueRow, dialogue_id)
+        if row is None:
+            raise NotFoundError(f"no dialogue {dialogue_id}")
+        return Dialogue(id=row.id, scenario_id=row.scenario_id, seed=row.seed, sample=row.sample,
+                        condition=row.condition, turns=row.turns, ended_by=row.ended_by,  # type: ignore[arg-type]
+                        error=row.error, student_model=row.student_model, customer_model=row.customer_model)
+
+    def dialogues_for_scenario(self, scenario_id: int) -> list[DialogueRow]:
+        with self.session() as s:
+            q = select(DialogueRow).where(DialogueRow.scenario_id == scenario_id).order_by(col(DialogueRow.id))
+            return list(s.exec(q))
+
+    def add_judgement(self, j: Judgement) -> Judgement:
+        if j.dialogue_id is None:
+            raise ValueError("judgement has no dialogue id")
+        row = self._add(JudgementRow(
+            dialogue_id=j.dialogue_id, judge_model=j.judge_model, score=j.score, rating=j.rating,
+            rating_method=j.rating_method, checks=[c.model_dump() for c in j.checks],
+            rubric=[r.model_dump() for r in j.rubric], critique=j.critique, weakest_turn=j.weakest_turn,
+        ))
+        return j.model_copy(update={"id": row.id})
+
+    def judgement_for(self, dialogue_id: int) -> Judgement | None:
+        with self.session() as s:
+            row = s.exec(select(JudgementRow).where(JudgementRow.dialogue_id == dialogue_id)).first()
+        if row is None:
+            return None
+        return Judgement.model_validate(row.model_dump())
+
+    # -- candidates and strategies -----------------------------------------------------------
+    def add_candidate(self, row: CandidateRow) -> CandidateRow:
+        return self._add(row)
+
+    def update_candidate(self, candidate_id: int, **fields: Any) -> None:
+        with self.session() as s:
+            row = s.get(CandidateRow, candidate_id)
+            if row is None:
+                raise NotFoundError(f"no candidate {candidate_id}")
+            for k, v in fields.items():
+                setattr(row, k, v)
+            s.add(row)
+            s.commit()
+
+    def list_candidates(self, run_id: int | None = None) -> list[CandidateRow]:
+        q = select(CandidateRow).order_by(col(CandidateRow.id))
+        if run_id is not None:
+            q = q.where(CandidateRow.run_id == run_id)
+        with self.session() as s:
+            return list(s.exec(q))
+
+    def add_strategy(self, domain_id: str, text: StrategyText, *, provenance: dict[str, Any],
+                     evidence: dict[str, Any], author: str, status: str = "pending") -> StrategyRow:
+        """A new strategy with its first version and a 'created' review record, in one transaction."""
+        with self.session() as s:
+            row = StrategyRow(domain_id=domain_id, trigger=text.trigger, guidance=text.guidance,
+                              example=text.example, status=status, version=1,
+                              provenance=provenance, evidence=evidence)
+            s.add(row)
+            s.flush()
+            assert row.id is not None
+            s.add(StrategyVersionRow(strategy_id=row.id, version=1, trigger=text.trigger,
+                                     guidance=text.guidance, example=text.example, author=author))
+            s.add(ReviewRow(strategy_id=row.id, version=1, reviewer=author, action="created",
+                            note="accepted by the gate", before=None,
+                            after={"trigger": text.trigger, "guidance": text.guidance,
+                                   "example": text.example, "status": status}))
+            s.commit()
+            s.refresh(row)
+            return row
+
+    def get_strategy(self, strategy_id: int) -> StrategyRow:
+        with self.session() as s:
+            row = s.get(StrategyRow, strategy_id)
+        if row is None:
+            raise NotFoundError(f"no strategy {strategy_id}")
+        return row
+
+    def list_strategies(self, domain: str | None = None,
+                        statuses: Sequence[str] | None = None) -> list[StrategyRow]:
+        q = select(StrategyRow).order_by(col(StrategyRow.id))
+        if domain:
+            q = q.where(StrategyRow.domain_id == domain)
+        if statuses:
+            q = q.where(col(StrategyRow.status).in_(list(statuses)))
+        with self.session() as s:
+            return list(s.exec(q))
+
+    def strategy_versions(self, strategy_id: int) -> list[StrategyVersionRow]:
+        with self.session() as s:
+            q = select(StrategyVersionRow).where(StrategyVersionRow.strategy_id == strategy_id)
+            return list(s.exec(q.order_by(col(StrategyVersionRow.version))))
+
+    def reviews(self, strategy_id: int) -> list[ReviewRow]:
+        with self.session() as s:
+            q = select(ReviewRow).where(ReviewRow.strategy_id == strategy_id).order_by(col(ReviewRow.id))
+            return list(s.exec(q))
+
+    # -- ledger and events ---------------------------------------------------------------------
+    def record_call(self, row: LlmCallRow) -> None:
+        self._add(row)
+
+    def record_event(self, run_id: int | None, kind: str, message: str, *, round: int | None = None,
+                     detail: dict[str, Any] | None = None) -> None:
+        self._add(EventRow(run_id=run_id, round=round, kind=kind, message=message, detail=detail or {}))
+
+    def events(self, run_id: int) -> list[EventRow]:
+        with self.session() as s:
+            return list(s.exec(select(EventRow).where(EventRow.run_id == run_id).order_by(col(EventRow.id))))
+
+    def call_totals(self, run_id: int | None = None) -> dict[str, int]:
+        q = select(func.count(col(LlmCallRow.id)), func.coalesce(func.sum(LlmCallRow.prompt_tokens), 0),
+                   func.coalesce(func.sum(LlmCallRow.completion_tokens), 0))
+        if run_id is not None:
+            q = q.where(LlmCallRow.run_id == run_id)
+        with self.session() as s:
+            calls, prompt, completion = s.exec(q).one()
+        return {"calls": int(calls), "prompt_tokens": int(prompt), "completion_tokens": int(completion)}
+
+    def run_counts(self, run_id: int) -> dict[str, Any]:
+        """Dialogues, generated scenarios and the mean no-strategy score of one run."""
+        with self.session() as s:
+            dialogues = s.exec(select(func.count()).select_from(DialogueRow).where(DialogueRow.run_id == run_id)).one()
+            mean = s.exec(select(func.avg(JudgementRow.score))
+                          .join(DialogueRow, col(DialogueRow.id) == JudgementRow.dialogue_id)
+                          .where(DialogueRow.run_id == run_id, DialogueRow.condition == "baseline")).one()
+            generated = s.exec(select(func.count()).select_from(ScenarioRow)
+                               .where(ScenarioRow.run_id == run_id)).one()
+        return {"dialogues": int(dialogues), "scenarios_generated": int(generated),
+                "mean_baseline_score": float(mean) if mean is not None else None}
+
+    def count(self, table: type[Any], **where: Any) -> int:
+        q = select(func.count()).select_from(table)
+        for k, v in where.items():
+            q = q.where(getattr(table, k) == v)
+        with self.session() as s:
+            return int(s.exec(q).one())

@@ -1,0 +1,133 @@
+"""Structured output: ask for JSON matching a pydantic model, re-ask with the validation error,
+and give up with one StructuredOutputError that carries the attempts and the last output."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from .errors import StructuredOutputError
+from .models.base import ChatModel, Completion, Message, Sampling
+from .prompting import render
+
+T = TypeVar("T", bound=BaseModel)
+
+_FENCE = re.compile(r"```(?:json)?\s*(.*?)```", re.DOTALL)
+
+
+def extract_json(text: str) -> str:
+    """The JSON object in a reply: inside a code fence if there is one, else first '{' to last '}'."""
+    fenced = _FENCE.search(text)
+    if fenced:
+        text = fenced.group(1)
+    start, end = text.find("{"), text.rfind("}")
+    if start == -1 or end < start:
+        raise ValueError("no JSON object found in the reply")
+    return text[start : end + 1]
+
+
+def _repair_truncated(text: str) -> str | None:
+    """A reply cut off inside its last string value ('{"a": 1, "b": "some te') closed properly."""
+    start = text.find("{")
+    if start == -1:
+        return None
+    body = text[start:].rstrip()
+    if body.endswith("\\"):
+        body = body[:-1]
+    for closer in ('"}', "}", '"]}', "]}"):
+        try:
+            json.loads(body + closer)
+        except ValueError:
+            continue
+        return body + closer
+    return None
+
+
+def parse_output(text: str, output_type: type[T]) -> T:
+    try:
+        return output_type.model_validate_json(extract_json(text))
+    except (ValueError, ValidationError) as exc:
+        repaired = _repair_truncated(text)
+        if repaired is None:
+            raise exc from None
+        return output_type.model_validate_json(repaired)
+
+
+# llama.cpp turns a string's maxLength into one grammar rule per character and refuses very
+# long ones. Bounds up to this size stay (they stop a small model looping inside a string);
+# longer ones are left to validation, and a too-long answer is re-asked.
+GRAMMAR_MAX_LENGTH = 600
+
+
+def _strip_bounds(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _strip_bounds(v)
+            for k, v in node.items()
+            if not (k == "maxLength" and isinstance(v, int) and v > GRAMMAR_MAX_LENGTH)
+        }
+    if isinstance(node, list):
+        return [_strip_bounds(v) for v in node]
+    return node
+
+
+def schema_text(output_type: type[BaseModel]) -> str:
+    """The JSON schema sent to the model and its backend (without string length bounds)."""
+    # Keep the model's field order: a grammar generates fields in this order, so long free text
+    # goes last, where a reply cut off at the token limit is still repairable.
+    schema = _strip_bounds(output_type.model_json_schema())
+    return json.dumps(schema, separators=(",", ":"))
+
+
+def _error_summary(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        parts = []
+        for e in exc.errors()[:3]:
+            loc = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
+            parts.append(f"{loc}: {e.get('msg')}")
+        return "; ".join(parts)
+    return " ".join(str(exc).split())
+
+
+async def complete_structured(
+    model: ChatModel,
+    messages: Sequence[Message],
+    output_type: type[T],
+    *,
+    sampling: Sampling | None = None,
+    attempts: int = 3,
+) -> tuple[T, list[Completion]]:
+    """Return the parsed output and every completion it took.
+
+    The schema is appended to the last user message and passed to the backend, which constrains
+    the output where it can. Output that does not validate is re-asked with the error.
+    """
+    schema = schema_text(output_type)
+    convo = [dict(m) for m in messages]
+    convo[-1]["content"] = convo[-1]["content"] + "\n\n" + render("structured_output.j2", schema=schema)
+    s = replace(sampling or Sampling(), json_schema=schema)
+    completions: list[Completion] = []
+    last_error = ""
+    for attempt in range(attempts):
+        if attempt:
+            # Re-ask without a fixed seed, or a deterministic backend repeats the same mistake.
+            s = replace(s, seed=None if s.seed is None else s.seed + attempt)
+        c = await model.complete(convo, s)
+        completions.append(c)
+        try:
+            return parse_output(c.text, output_type), completions
+        except (ValueError, ValidationError) as exc:
+            last_error = _error_summary(exc)
+        convo = [*convo, {"role": "assistant", "content": c.text}, {"role": "user", "content": render("reask.j2", error=last_error)}]
+    raise StructuredOutputError(
+        model.name,
+        attempts,
+        completions[-1].text if completions else "",
+        last_error,
+        sum(c.total_tokens for c in completions),
+    )
