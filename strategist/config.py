@@ -7,6 +7,7 @@ Precedence, highest first: command-line flags, environment variables
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -95,7 +96,7 @@ def resolve_db(flag: str | None, settings: Settings, env: Mapping[str, str] | No
 
 def default_config_text(db: str) -> str:
     return f'''# strategist settings. Flags and STRATEGIST_* environment variables override these.
-db = "{db}"
+db = {json.dumps(db)}
 # domain = "northwind"
 
 # Each role picks its model: "embedded/smollm2" (in-process, no key) or any litellm name.

@@ -46,7 +46,8 @@ def _mapping(path: Path, data: Any) -> dict[str, Any]:
     return data
 
 
-def load_domain(path: Path) -> Domain:
+def load_domain(path: str | Path) -> Domain:
+    path = Path(path)
     data = _mapping(path, read_yaml(path))
     try:
         return Domain.model_validate(data)
@@ -54,8 +55,9 @@ def load_domain(path: Path) -> Domain:
         raise describe_validation_error(str(path), exc) from None
 
 
-def load_scenario_set(path: Path, domain: Domain | None = None) -> tuple[str, list[Scenario]]:
+def load_scenario_set(path: str | Path, domain: Domain | None = None) -> tuple[str, list[Scenario]]:
     """Returns (domain id, scenarios). With ``domain``, each scenario is checked against it."""
+    path = Path(path)
     data = _mapping(path, read_yaml(path))
     try:
         sset = ScenarioSet.model_validate(data)

@@ -8,7 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from jinja2 import ChoiceLoader, Environment, FileSystemLoader, StrictUndefined, TemplateNotFound
+from jinja2 import (
+    ChoiceLoader,
+    Environment,
+    FileSystemLoader,
+    StrictUndefined,
+    TemplateNotFound,
+    TemplateSyntaxError,
+)
 from jinja2 import UndefinedError as _UndefinedError
 
 from .errors import ConfigError
@@ -51,5 +58,7 @@ def render(name: str, **variables: Any) -> str:
         return template.render(**variables).strip()
     except TemplateNotFound as exc:
         raise ConfigError(f"prompt template not found: {name}") from exc
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"prompt template {exc.filename or name}: line {exc.lineno}: {exc.message}") from exc
     except _UndefinedError as exc:
         raise ConfigError(f"prompt template {name}: {exc.message}") from exc

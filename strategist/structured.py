@@ -123,7 +123,11 @@ async def complete_structured(
             return parse_output(c.text, output_type), completions
         except (ValueError, ValidationError) as exc:
             last_error = _error_summary(exc)
-        convo = [*convo, {"role": "assistant", "content": c.text}, {"role": "user", "content": render("reask.j2", error=last_error)}]
+        convo = [
+            *convo,
+            {"role": "assistant", "content": c.text},
+            {"role": "user", "content": render("reask.j2", error=last_error)},
+        ]
     raise StructuredOutputError(
         model.name,
         attempts,

@@ -36,9 +36,16 @@ def new_app(help: str) -> typer.Typer:
     return typer.Typer(help=help, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 
-DbOption = Annotated[str | None, typer.Option("--db", help="Database file or URL (default: strategist.toml, "
-                                                       "then $STRATEGIST_DB, then strategist.db).")]
-DomainOption = Annotated[str | None, typer.Option("--domain", help="Domain id, pack name or path to domain.yaml.")]
+DbOption = Annotated[
+    str | None,
+    typer.Option(
+        "--db",
+        help="Database file or URL (default: $STRATEGIST_DB, then strategist.toml, then strategist.db).",
+    ),
+]
+DomainOption = Annotated[
+    str | None, typer.Option("--domain", help="Domain id, pack name or path to domain.yaml.")
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array of objects.")]
 
 
@@ -72,7 +79,9 @@ def resolve_domain(store: Store, value: str | None, *, import_scenarios: bool = 
         try:
             return store.get_domain(value)
         except NotFoundError:
-            raise StrategistError(f"unknown domain '{value}': not in the database and no pack by that name") from None
+            raise StrategistError(
+                f"unknown domain '{value}': not in the database and no pack by that name"
+            ) from None
     domain = load_domain(pack)
     first_time = not any(d.id == domain.id for d in store.list_domains())
     store.upsert_domain(domain)
@@ -98,4 +107,3 @@ def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> 
 def short(text: str, n: int = 60) -> str:
     text = " ".join(text.split())
     return text if len(text) <= n else text[: n - 1] + "…"
-

@@ -9,7 +9,9 @@ import typer
 
 from .common import DbOption, DomainOption, JsonOption, console, print_json
 
-ModelOption = Annotated[str | None, typer.Option(help="Model for this role (default: settings, then embedded/smollm2).")]
+ModelOption = Annotated[
+    str | None, typer.Option(help="Model for this role (default: settings, then embedded/smollm2).")
+]
 
 
 class RichReporter:
@@ -18,8 +20,14 @@ class RichReporter:
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        self.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=console, transient=False)
+        self.progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+        )
         self.task: Any = None
 
     def __enter__(self) -> RichReporter:
@@ -47,17 +55,24 @@ def grow(
     domain: DomainOption = None,
     rounds: Annotated[int, typer.Option(min=1, help="Rounds of scenario generation + improvement.")] = 1,
     scenarios: Annotated[int, typer.Option(min=1, help="Scenarios worked on per round.")] = 4,
-    generate: Annotated[int | None, typer.Option(min=0, help="Of those, new ones the teacher writes "
-                                                 "(default: half, rounded up).")] = None,
-    samples: Annotated[int, typer.Option(min=1, help="Customer seeds per scenario, same on both sides "
-                                         "of the gate.")] = 3,
-    variants: Annotated[int, typer.Option(min=0, help="Same-intent scenarios each candidate is also "
-                                          "tried on.")] = 1,
-    regression: Annotated[int, typer.Option(min=0, help="Other-intent scenarios it must not make worse.")] = 1,
+    generate: Annotated[
+        int | None,
+        typer.Option(min=0, help="Of those, new ones the teacher writes (default: half, rounded up)."),
+    ] = None,
+    samples: Annotated[
+        int, typer.Option(min=1, help="Customer seeds per scenario, same on both sides of the gate.")
+    ] = 3,
+    variants: Annotated[
+        int, typer.Option(min=0, help="Same-intent scenarios each candidate is also tried on.")
+    ] = 1,
+    regression: Annotated[
+        int, typer.Option(min=0, help="Other-intent scenarios it must not make worse.")
+    ] = 1,
     threshold: Annotated[float, typer.Option(help="Accept when the CI's lower bound is above this.")] = 0.0,
     weak: Annotated[float, typer.Option(min=0.0, max=1.0, help="Coach scenarios scoring below this.")] = 0.8,
-    max_strategies: Annotated[int, typer.Option(min=1, max=3, help="Strategies proposed per weak "
-                                                "scenario.")] = 2,
+    max_strategies: Annotated[
+        int, typer.Option(min=1, max=3, help="Strategies proposed per weak scenario.")
+    ] = 2,
     max_turns: Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")] = None,
     max_calls: Annotated[int | None, typer.Option(min=1, help="Stop after this many model calls.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after this many tokens.")] = None,
@@ -72,7 +87,7 @@ def grow(
     """Grow the strategy library: new scenarios, dialogues, coaching, and the gate."""
     from ..config import load_settings, resolve_roles
     from ..core.gate import GateConfig
-    from ..engine.grow import Grower, GrowConfig, RoleModels
+    from ..engine.grow import GrowConfig, Grower, RoleModels
     from ..engine.ledger import Budget
     from ..models import resolve_model
     from .common import open_store, resolve_domain
@@ -81,19 +96,27 @@ def grow(
     dom = resolve_domain(store, domain)
     if max_turns is not None:
         dom = dom.model_copy(update={"max_turns": max_turns})
-    roles = resolve_roles({"teacher": teacher, "student": student, "customer": customer, "judge": judge},
-                          load_settings())
+    roles = resolve_roles(
+        {"teacher": teacher, "student": student, "customer": customer, "judge": judge}, load_settings()
+    )
     # One model object per role, even when two roles share a name: each keeps its own state (KV cache).
     models = RoleModels(**{r: resolve_model(c.model, **c.options()) for r, c in roles.items()})
     config = GrowConfig(
-        rounds=rounds, scenarios=scenarios, generate=(scenarios + 1) // 2 if generate is None else generate,
-        seed=seed, weak_threshold=weak, max_strategies=max_strategies, concurrency=concurrency,
+        rounds=rounds,
+        scenarios=scenarios,
+        generate=(scenarios + 1) // 2 if generate is None else generate,
+        seed=seed,
+        weak_threshold=weak,
+        max_strategies=max_strategies,
+        concurrency=concurrency,
         gate=GateConfig(samples=samples, variants=variants, regression=regression, threshold=threshold),
         budget=Budget(max_calls=max_calls, max_tokens=max_tokens),
     )
     if not json_out:
-        console.print(f"growing domain [bold]{dom.id}[/] in {store.engine.url.database or store.engine.url}: "
-                      + ", ".join(f"{r}={c.model}" for r, c in roles.items()))
+        console.print(
+            f"growing domain [bold]{dom.id}[/] in {store.engine.url.database or store.engine.url}: "
+            + ", ".join(f"{r}={c.model}" for r, c in roles.items())
+        )
 
     async def go() -> Any:
         try:

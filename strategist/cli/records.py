@@ -31,8 +31,11 @@ def scenarios_list(
     if json_out:
         print_json([s.model_dump(mode="json") for s in items])
         return
-    table(f"{len(items)} scenarios", ["id", "domain", "split", "origin", "intent", "difficulty", "title"],
-          [(s.id, s.domain, s.split, s.origin, s.intent, s.difficulty, short(s.title, 50)) for s in items])
+    table(
+        f"{len(items)} scenarios",
+        ["id", "domain", "split", "origin", "intent", "difficulty", "title"],
+        [(s.id, s.domain, s.split, s.origin, s.intent, s.difficulty, short(s.title, 50)) for s in items],
+    )
 
 
 @scenarios_app.command("show")
@@ -58,9 +61,11 @@ def scenarios_show(scenario_id: int, db: DbOption = None, json_out: JsonOption =
     rows = store.dialogues_for_scenario(scenario_id)
     if rows:
         recent = rows[-10:]
-        table(f"dialogues ({len(rows)}, latest {len(recent)})", ["id", "run", "condition", "seed", "turns", "score"],
-              [(d.id, d.run_id, d.condition, d.seed, len(d.turns),
-                _score(store, d.id)) for d in recent])
+        table(
+            f"dialogues ({len(rows)}, latest {len(recent)})",
+            ["id", "run", "condition", "seed", "turns", "score"],
+            [(d.id, d.run_id, d.condition, d.seed, len(d.turns), _score(store, d.id)) for d in recent],
+        )
 
 
 def _score(store: Any, dialogue_id: int | None) -> str:
@@ -97,7 +102,9 @@ def _strategy_dict(row: Any) -> dict[str, Any]:
 def strategies_list(
     db: DbOption = None,
     domain: Annotated[str | None, typer.Option(help="Only this domain id.")] = None,
-    status: Annotated[list[str] | None, typer.Option(help=f"Only these statuses: {', '.join(STATUSES)}.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help=f"Only these statuses: {', '.join(STATUSES)}.")
+    ] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List strategies."""
@@ -116,8 +123,11 @@ def strategies_list(
             return "-"
         return f"{e['mean_delta']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
 
-    table(f"{len(rows)} strategies", ["id", "domain", "status", "v", "gain [CI]", "trigger"],
-          [(r.id, r.domain_id, r.status, r.version, ci(r), short(r.trigger, 60)) for r in rows])
+    table(
+        f"{len(rows)} strategies",
+        ["id", "domain", "status", "v", "gain [CI]", "trigger"],
+        [(r.id, r.domain_id, r.status, r.version, ci(r), short(r.trigger, 60)) for r in rows],
+    )
 
 
 @strategies_app.command("show")
@@ -131,27 +141,44 @@ def strategies_show(strategy_id: int, db: DbOption = None, json_out: JsonOption 
         d["reviews"] = [v.model_dump(mode="json") for v in store.reviews(strategy_id)]
         print_json(d)
         return
-    console.print(f"[bold]strategy {r.id}[/] (domain {r.domain_id}) status [bold]{r.status}[/] version {r.version}")
+    console.print(
+        f"[bold]strategy {r.id}[/] (domain {r.domain_id}) status [bold]{r.status}[/] version {r.version}"
+    )
     console.print(f"[bold]when[/]: {r.trigger}")
     console.print(f"[bold]do[/]: {r.guidance}")
     if r.example:
         console.print(f"[bold]example[/]: {r.example}")
     p, e = r.provenance, r.evidence
-    console.print(f"provenance: run {p.get('run_id')}, round {p.get('round')}, scenario {p.get('scenario_id')}, "
-                  f"dialogue {p.get('dialogue_id')}, teacher {p.get('teacher_model')}")
+    console.print(
+        f"provenance: run {p.get('run_id')}, round {p.get('round')}, scenario {p.get('scenario_id')}, "
+        f"dialogue {p.get('dialogue_id')}, teacher {p.get('teacher_model')}"
+    )
     if e.get("mean_delta") is not None:
-        console.print(f"gate: mean paired gain {e['mean_delta']:+.3f}, {e.get('confidence', 0.95):.0%} CI "
-                      f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] over {len(e.get('deltas', []))} pairs "
-                      f"({e.get('samples')} samples per scenario)")
+        console.print(
+            f"gate: mean paired gain {e['mean_delta']:+.3f}, {e.get('confidence', 0.95):.0%} CI "
+            f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] over {len(e.get('deltas', []))} pairs "
+            f"({e.get('samples')} samples per scenario)"
+        )
         reg = e.get("regression_mean")
         if reg is not None:
             console.print(f"regression set: mean change {reg:+.3f}")
         pairs = e.get("pairs", [])
         if pairs:
-            table("paired evidence", ["scenario", "seed", "without (dialogue)", "with (dialogue)", "delta", "set"],
-                  [(x["scenario_id"], x["seed"], f"{x['without_score']:.3f} ({x['without_dialogue_id']})",
-                    f"{x['with_score']:.3f} ({x['with_dialogue_id']})", f"{x['delta']:+.3f}",
-                    "regression" if x.get("regression") else "target") for x in pairs])
+            table(
+                "paired evidence",
+                ["scenario", "seed", "without (dialogue)", "with (dialogue)", "delta", "set"],
+                [
+                    (
+                        x["scenario_id"],
+                        x["seed"],
+                        f"{x['without_score']:.3f} ({x['without_dialogue_id']})",
+                        f"{x['with_score']:.3f} ({x['with_dialogue_id']})",
+                        f"{x['delta']:+.3f}",
+                        "regression" if x.get("regression") else "target",
+                    )
+                    for x in pairs
+                ],
+            )
 
 
 # -- runs --------------------------------------------------------------------------------------
@@ -163,9 +190,22 @@ def runs_list(db: DbOption = None, json_out: JsonOption = False) -> None:
     if json_out:
         print_json([r.model_dump(mode="json") for r in rows])
         return
-    table(f"{len(rows)} runs", ["id", "domain", "status", "started", "calls", "accepted", "stop reason"],
-          [(r.id, r.domain_id, r.status, r.started_at.strftime("%Y-%m-%d %H:%M"), r.summary.get("llm_calls"),
-            r.summary.get("accepted"), r.stop_reason) for r in rows])
+    table(
+        f"{len(rows)} runs",
+        ["id", "domain", "status", "started", "calls", "accepted", "stop reason"],
+        [
+            (
+                r.id,
+                r.domain_id,
+                r.status,
+                r.started_at.strftime("%Y-%m-%d %H:%M"),
+                r.summary.get("llm_calls"),
+                r.summary.get("accepted"),
+                r.stop_reason,
+            )
+            for r in rows
+        ],
+    )
 
 
 @runs_app.command("show")
@@ -199,8 +239,11 @@ def domains_list(db: DbOption = None, json_out: JsonOption = False) -> None:
     if json_out:
         print_json([{"id": r.id, "name": r.name, "scenarios": len(store.list_scenarios(r.id))} for r in rows])
         return
-    table(f"{len(rows)} domains", ["id", "name", "scenarios"],
-          [(r.id, r.name, len(store.list_scenarios(r.id))) for r in rows])
+    table(
+        f"{len(rows)} domains",
+        ["id", "name", "scenarios"],
+        [(r.id, r.name, len(store.list_scenarios(r.id))) for r in rows],
+    )
     console.print("shipped packs: " + (", ".join(shipped_packs()) or "none"))
 
 

@@ -38,29 +38,21 @@ def pick_cells(
 ) -> list[Cell]:
     """Aim at thin cells first (fewest scenarios), then weak ones (lowest mean score).
 
-    Ties are broken at random (seeded), and intents are spread so that one intent does not take
-    every slot when many cells are equally thin.
+    Among equally thin cells, intents picked less often in this call come first, so one intent
+    does not take every slot; remaining ties are broken at random (seeded).
     """
     cells = all_cells(domain)
     rng.shuffle(cells)
+    picked: list[Cell] = []
+    per_intent: dict[str, int] = {}
 
-    def rank(c: Cell) -> tuple[int, float]:
+    def rank(c: Cell) -> tuple[int, int, float]:
         st = seen.get(c.key, CellStats())
         score = st.mean_score if st.mean_score is not None else 0.0
-        return st.scenarios, score
+        return st.scenarios, per_intent.get(c.intent, 0), score
 
-    cells.sort(key=rank)
-    picked: list[Cell] = []
-    used_intents: set[str] = set()
-    for c in cells:  # first pass: one per intent
-        if len(picked) == n:
-            break
-        if c.intent not in used_intents:
-            picked.append(c)
-            used_intents.add(c.intent)
-    for c in cells:  # then fill up with the next thinnest/weakest
-        if len(picked) == n:
-            break
-        if c not in picked:
-            picked.append(c)
+    while len(picked) < n and len(picked) < len(cells):
+        best = min((c for c in cells if c not in picked), key=rank)  # min is stable: shuffled order breaks ties
+        picked.append(best)
+        per_intent[best.intent] = per_intent.get(best.intent, 0) + 1
     return picked

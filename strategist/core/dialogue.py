@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 EndedBy = Literal["stop_marker", "max_turns", "error"]
+RatingMethod = Literal["logprobs", "parsed"]
 
 
 class StrategyText(BaseModel):
@@ -94,7 +95,7 @@ class Judgement(BaseModel):
     checks: list[CheckResult] = Field(default_factory=list)
     rubric: list[RubricResult] = Field(default_factory=list)
     rating: float | None = None  # 1..5
-    rating_method: Literal["logprobs", "parsed"] | None = None
+    rating_method: RatingMethod | None = None
     score: float  # 0..1, see scoring.overall_score
     critique: str = ""
     weakest_turn: int | None = None  # 1-based index among student turns

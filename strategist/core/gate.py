@@ -37,8 +37,9 @@ def decide(
     reg = sum(regression_deltas) / len(regression_deltas) if regression_deltas else None
     ci = f"mean {paired.mean:+.3f}, {config.confidence:.0%} CI [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]"
     if paired.ci_low <= config.threshold:
-        return GateDecision(False, f"no clear improvement: {ci}, lower bound not above {config.threshold:+.3f}",
-                            paired, reg)
+        return GateDecision(
+            False, f"no clear improvement: {ci}, lower bound not above {config.threshold:+.3f}", paired, reg
+        )
     if reg is not None and reg < -config.regression_tolerance:
         return GateDecision(False, f"hurts other scenarios: regression mean {reg:+.3f} ({ci})", paired, reg)
     return GateDecision(True, f"helps: {ci}", paired, reg)

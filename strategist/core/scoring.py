@@ -18,7 +18,8 @@ def run_checks(dialogue: Dialogue, criteria: SuccessCriteria) -> list[CheckResul
     said = "\n".join(t.content for t in dialogue.student_turns)
     out = [CheckResult(kind="must_say", check=c.label, passed=c.found_in(said)) for c in criteria.must_say]
     out += [
-        CheckResult(kind="must_not_say", check=c.label, passed=not c.found_in(said)) for c in criteria.must_not_say
+        CheckResult(kind="must_not_say", check=c.label, passed=not c.found_in(said))
+        for c in criteria.must_not_say
     ]
     return out
 

@@ -8,8 +8,47 @@ from collections.abc import Iterable
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that carry no meaning for telling two situations apart.
 _STOP = frozenset(
-    "a an and are as at be but by for from has have i if in is it its me my of on or so that the their "
-    "them they this to was we were will with you your".split()
+    {
+        "a",
+        "an",
+        "and",
+        "are",
+        "as",
+        "at",
+        "be",
+        "but",
+        "by",
+        "for",
+        "from",
+        "has",
+        "have",
+        "i",
+        "if",
+        "in",
+        "is",
+        "it",
+        "its",
+        "me",
+        "my",
+        "of",
+        "on",
+        "or",
+        "so",
+        "that",
+        "the",
+        "their",
+        "them",
+        "they",
+        "this",
+        "to",
+        "was",
+        "we",
+        "were",
+        "will",
+        "with",
+        "you",
+        "your",
+    }
 )
 
 

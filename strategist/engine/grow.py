@@ -108,8 +108,16 @@ class GrowSummary:
 
 
 class Grower:
-    def __init__(self, store: Store, domain: Domain, models: RoleModels, config: GrowConfig,
-                 reporter: Reporter | None = None, *, command: str = "grow") -> None:
+    def __init__(
+        self,
+        store: Store,
+        domain: Domain,
+        models: RoleModels,
+        config: GrowConfig,
+        reporter: Reporter | None = None,
+        *,
+        command: str = "grow",
+    ) -> None:
         self.store = store
         self.domain = domain
         self.config = config
@@ -136,22 +144,44 @@ class Grower:
         for attr in ("attempts", "last_output", "last_error"):
             if hasattr(exc, attr):
                 detail[attr] = getattr(exc, attr)
-        self.store.record_event(self.run_id, "failure", f"{what}: {one_line(exc)}", round=round_no, detail=detail)
+        self.store.record_event(
+            self.run_id, "failure", f"{what}: {one_line(exc)}", round=round_no, detail=detail
+        )
         self.reporter.log(f"[yellow]failure[/] {what}: {one_line(exc)}")
 
     def _seed(self, scenario_id: int, sample: int) -> int:
         return derive_seed(self.config.seed, "scenario", scenario_id, "sample", sample)
 
-    async def _dialogue(self, round_no: int, scenario: Scenario, sample: int, condition: str,
-                        strategies: Sequence[StrategyText] = (), candidate_id: int | None = None) -> Scored:
+    async def _dialogue(
+        self,
+        round_no: int,
+        scenario: Scenario,
+        sample: int,
+        condition: str,
+        strategies: Sequence[StrategyText] = (),
+        candidate_id: int | None = None,
+    ) -> Scored:
         assert scenario.id is not None
         seed = self._seed(scenario.id, sample)
-        d = await simulate(scenario, self.domain, self.student, self.customer, seed=seed, sample=sample,
-                           condition=condition, strategies=strategies)
+        d = await simulate(
+            scenario,
+            self.domain,
+            self.student,
+            self.customer,
+            seed=seed,
+            sample=sample,
+            condition=condition,
+            strategies=strategies,
+        )
         d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
         if d.error:
-            self.store.record_event(self.run_id, "failure", f"dialogue {d.id} ended by a model error",
-                                    round=round_no, detail={"dialogue_id": d.id, "error": d.error})
+            self.store.record_event(
+                self.run_id,
+                "failure",
+                f"dialogue {d.id} ended by a model error",
+                round=round_no,
+                detail={"dialogue_id": d.id, "error": d.error},
+            )
             return Scored(d, None)
         try:
             j = await self.judge.judge(scenario, d, seed=seed)
@@ -183,8 +213,12 @@ class Grower:
             self.reporter.log(f"[yellow]stopped[/]: {reason}")
         except BaseException as exc:
             # Interrupted or crashed: record it so the run never stays 'running' forever.
-            self.store.finish_run(self.run_id, "failed", self._summary(start, "failed", one_line(exc)).as_dict(),
-                                  stop_reason=one_line(exc))
+            self.store.finish_run(
+                self.run_id,
+                "failed",
+                self._summary(start, "failed", one_line(exc)).as_dict(),
+                stop_reason=one_line(exc),
+            )
             raise
         summary = self._summary(start, status, reason)
         self.store.finish_run(self.run_id, status, summary.as_dict(), stop_reason=reason)
@@ -198,9 +232,9 @@ class Grower:
             return
         samples = self.config.gate.samples
         self.reporter.stage(f"round {round_no}: baseline dialogues", len(working) * samples)
-        results = await asyncio.gather(*(
-            self._limited(self._baseline(round_no, s, k)) for s in working for k in range(samples)
-        ))
+        results = await asyncio.gather(
+            *(self._limited(self._baseline(round_no, s, k)) for s in working for k in range(samples))
+        )
         by_scenario: dict[int, list[Scored]] = {}
         for s, scored in zip([s for s in working for _ in range(samples)], results, strict=True):
             assert s.id is not None
@@ -243,7 +277,8 @@ class Grower:
             avoid = [s.title for s in existing if s.intent == cell.intent][:8]
             try:
                 scenario = await self.teacher.write_scenario(
-                    cell, difficulty, avoid=avoid, seed=derive_seed(self.config.seed, "write", round_no, i))
+                    cell, difficulty, avoid=avoid, seed=derive_seed(self.config.seed, "write", round_no, i)
+                )
             except ModelError as exc:
                 self._fail(round_no, "writing a scenario", exc, intent=cell.intent)
                 self.reporter.advance()
@@ -251,8 +286,13 @@ class Grower:
             text = scenario.fingerprint_text()
             dup_id, sim = most_similar(text, [(s.id or 0, s.fingerprint_text()) for s in existing])
             if sim >= self.config.duplicate_threshold:
-                self.store.record_event(self.run_id, "info", f"dropped near-duplicate scenario (like {dup_id}, "
-                                        f"similarity {sim:.2f})", round=round_no, detail={"title": scenario.title})
+                self.store.record_event(
+                    self.run_id,
+                    "info",
+                    f"dropped near-duplicate scenario (like {dup_id}, similarity {sim:.2f})",
+                    round=round_no,
+                    detail={"title": scenario.title},
+                )
             else:
                 scenario = self.store.add_scenario(scenario, run_id=self.run_id, round=round_no)
                 existing.append(scenario)
@@ -268,8 +308,11 @@ class Grower:
         scores = self.store.scenario_scores(self.domain.id)
         used = {sid for sid, _ in self._baselines}
         new_ids = {s.id for s in new}
-        pool = [s for s in self.store.list_scenarios(self.domain.id, split="train")
-                if s.id not in new_ids and s.id not in used]
+        pool = [
+            s
+            for s in self.store.list_scenarios(self.domain.id, split="train")
+            if s.id not in new_ids and s.id not in used
+        ]
         pool.sort(key=lambda s: (s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id))
         return new + pool[:room]
 
@@ -287,23 +330,44 @@ class Grower:
         seed = derive_seed(self.config.seed, "coach", scenario.id, round_no)
         try:
             reference = await self.teacher.reference_reply(prefix, seed=seed)
-            proposals = await self.teacher.propose(scenario, prefix, student_reply, reference, j.critique,
-                                                   max_strategies=self.config.max_strategies, seed=seed)
+            proposals = await self.teacher.propose(
+                scenario,
+                prefix,
+                student_reply,
+                reference,
+                j.critique,
+                max_strategies=self.config.max_strategies,
+                seed=seed,
+            )
         except ModelError as exc:
             self._fail(round_no, f"coaching on scenario {scenario.id}", exc, dialogue_id=d.id)
             return []
 
-        existing = [(s.id or 0, f"{s.trigger} {s.guidance}")
-                    for s in self.store.list_strategies(self.domain.id, ["pending", "approved"])]
+        existing = [
+            (s.id or 0, f"{s.trigger} {s.guidance}")
+            for s in self.store.list_strategies(self.domain.id, ["pending", "approved"])
+        ]
         taken: list[str] = []
         out: list[CandidateRow] = []
         for p in proposals:
             text = f"{p.trigger} {p.guidance}"
-            row = CandidateRow(run_id=self.run_id, round=round_no, domain_id=self.domain.id,
-                               scenario_id=scenario.id, source_dialogue_id=d.id, trigger=p.trigger,
-                               guidance=p.guidance, example=p.example, teacher_model=self.teacher.model.name,
-                               evidence={"reference_reply": reference, "student_reply": student_reply,
-                                         "weakest_turn": k, "critique": j.critique})
+            row = CandidateRow(
+                run_id=self.run_id,
+                round=round_no,
+                domain_id=self.domain.id,
+                scenario_id=scenario.id,
+                source_dialogue_id=d.id,
+                trigger=p.trigger,
+                guidance=p.guidance,
+                example=p.example,
+                teacher_model=self.teacher.model.name,
+                evidence={
+                    "reference_reply": reference,
+                    "student_reply": student_reply,
+                    "weakest_turn": k,
+                    "critique": j.critique,
+                },
+            )
             sid, sim = most_similar(text, existing)
             if sim >= self.config.merge_threshold:
                 row.outcome, row.strategy_id = "merged", sid
@@ -330,8 +394,9 @@ class Grower:
     async def _gate(self, round_no: int, source: Scenario, cand: CandidateRow) -> None:
         cfg = self.config.gate
         assert cand.id is not None
-        strategy = StrategyText(id=cand.id, kind="candidate", trigger=cand.trigger, guidance=cand.guidance,
-                                example=cand.example)
+        strategy = StrategyText(
+            id=cand.id, kind="candidate", trigger=cand.trigger, guidance=cand.guidance, example=cand.example
+        )
         targets, regression = self._gate_scenarios(source)
         jobs = [(s, k, s in regression) for s in [*targets, *regression] for k in range(cfg.samples)]
         self.reporter.stage(f"round {round_no}: gate for candidate {cand.id}", len(jobs))
@@ -343,39 +408,67 @@ class Grower:
             return without, with_
 
         results = await asyncio.gather(*(self._limited(pair(s, k)) for s, k, _ in jobs))
-        deltas, reg_deltas, pairs = [], [], []
+        deltas: list[float] = []
+        reg_deltas: list[float] = []
+        pairs: list[dict[str, Any]] = []
         for (s, k, is_reg), (without, with_) in zip(jobs, results, strict=True):
             if without.judgement is None or with_.judgement is None:
                 continue
             delta = with_.judgement.score - without.judgement.score
             (reg_deltas if is_reg else deltas).append(delta)
-            pairs.append({"scenario_id": s.id, "sample": k, "seed": with_.dialogue.seed, "regression": is_reg,
-                          "without_dialogue_id": without.dialogue.id, "with_dialogue_id": with_.dialogue.id,
-                          "without_score": without.judgement.score, "with_score": with_.judgement.score,
-                          "delta": delta})
+            pairs.append(
+                {
+                    "scenario_id": s.id,
+                    "sample": k,
+                    "seed": with_.dialogue.seed,
+                    "regression": is_reg,
+                    "without_dialogue_id": without.dialogue.id,
+                    "with_dialogue_id": with_.dialogue.id,
+                    "without_score": without.judgement.score,
+                    "with_score": with_.judgement.score,
+                    "delta": delta,
+                }
+            )
         decision = decide(deltas, reg_deltas, cfg, seed=derive_seed(self.config.seed, "bootstrap", cand.id))
         p = decision.paired
         evidence = {
             **cand.evidence,
-            "samples": cfg.samples, "threshold": cfg.threshold, "confidence": cfg.confidence,
-            "deltas": list(p.deltas) if p else [], "mean_delta": p.mean if p else None,
-            "ci_low": p.ci_low if p else None, "ci_high": p.ci_high if p else None,
-            "regression_mean": decision.regression_mean, "pairs": pairs, "decision": decision.reason,
+            "samples": cfg.samples,
+            "threshold": cfg.threshold,
+            "confidence": cfg.confidence,
+            "deltas": list(p.deltas) if p else [],
+            "mean_delta": p.mean if p else None,
+            "ci_low": p.ci_low if p else None,
+            "ci_high": p.ci_high if p else None,
+            "regression_mean": decision.regression_mean,
+            "pairs": pairs,
+            "decision": decision.reason,
         }
         if not decision.accepted:
-            self.store.update_candidate(cand.id, outcome="rejected", reason=decision.reason, evidence=evidence)
+            self.store.update_candidate(
+                cand.id, outcome="rejected", reason=decision.reason, evidence=evidence
+            )
             self.reporter.log(f"candidate {cand.id} rejected: {decision.reason}")
             return
         row = self.store.add_strategy(
-            self.domain.id, StrategyText(trigger=cand.trigger, guidance=cand.guidance, example=cand.example),
-            provenance={"run_id": self.run_id, "round": round_no, "scenario_id": source.id,
-                        "dialogue_id": cand.source_dialogue_id, "candidate_id": cand.id,
-                        "teacher_model": cand.teacher_model, "student_model": self.student.model.name,
-                        "judge_model": self.judge.model.name},
-            evidence=evidence, author="gate",
+            self.domain.id,
+            StrategyText(trigger=cand.trigger, guidance=cand.guidance, example=cand.example),
+            provenance={
+                "run_id": self.run_id,
+                "round": round_no,
+                "scenario_id": source.id,
+                "dialogue_id": cand.source_dialogue_id,
+                "candidate_id": cand.id,
+                "teacher_model": cand.teacher_model,
+                "student_model": self.student.model.name,
+                "judge_model": self.judge.model.name,
+            },
+            evidence=evidence,
+            author="gate",
         )
-        self.store.update_candidate(cand.id, outcome="accepted", reason=decision.reason, evidence=evidence,
-                                    strategy_id=row.id)
+        self.store.update_candidate(
+            cand.id, outcome="accepted", reason=decision.reason, evidence=evidence, strategy_id=row.id
+        )
         self.reporter.log(f"[green]accepted[/] strategy {row.id}: {decision.reason}")
 
     # -- summary ---------------------------------------------------------------------------
@@ -385,16 +478,25 @@ class Grower:
         counts = st.run_counts(self.run_id)
         totals = st.call_totals(self.run_id)
         return GrowSummary(
-            run_id=self.run_id, status=status, stop_reason=reason, rounds_completed=self.rounds_completed,
+            run_id=self.run_id,
+            status=status,
+            stop_reason=reason,
+            rounds_completed=self.rounds_completed,
             scenarios_generated=counts["scenarios_generated"],
             scenarios_used=len({sid for sid, _ in self._baselines}),
-            dialogues=counts["dialogues"], mean_score=counts["mean_baseline_score"],
-            candidates=len(cands), accepted=sum(c.outcome == "accepted" for c in cands),
-            merged=sum(c.outcome == "merged" for c in cands), rejected=sum(c.outcome == "rejected" for c in cands),
+            dialogues=counts["dialogues"],
+            mean_score=counts["mean_baseline_score"],
+            candidates=len(cands),
+            accepted=sum(c.outcome == "accepted" for c in cands),
+            merged=sum(c.outcome == "merged" for c in cands),
+            rejected=sum(c.outcome == "rejected" for c in cands),
             failures=len([e for e in st.events(self.run_id) if e.kind == "failure"]),
-            llm_calls=totals["calls"], tokens=totals["prompt_tokens"] + totals["completion_tokens"],
+            llm_calls=totals["calls"],
+            tokens=totals["prompt_tokens"] + totals["completion_tokens"],
             seconds=round(time.perf_counter() - start, 1),
-            accepted_ids=[c.strategy_id for c in cands if c.outcome == "accepted" and c.strategy_id is not None],
+            accepted_ids=[
+                c.strategy_id for c in cands if c.outcome == "accepted" and c.strategy_id is not None
+            ],
         )
 
 

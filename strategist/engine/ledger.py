@@ -41,8 +41,14 @@ class Ledger:
         if b.max_tokens is not None and self.tokens >= b.max_tokens:
             raise BudgetExceeded("tokens", self.tokens, b.max_tokens)
 
-    def record(self, role: str, model: str, completion: Completion | None, latency_ms: float,
-               error: str | None = None) -> None:
+    def record(
+        self,
+        role: str,
+        model: str,
+        completion: Completion | None,
+        latency_ms: float,
+        error: str | None = None,
+    ) -> None:
         self.calls += 1
         self.by_role[role] += 1
         if completion is not None:
@@ -50,14 +56,19 @@ class Ledger:
         if error:
             self.failures += 1
         if self.store is not None:
-            self.store.record_call(LlmCallRow(
-                run_id=self.run_id, role=role, model=model,
-                prompt_tokens=completion.prompt_tokens if completion else 0,
-                completion_tokens=completion.completion_tokens if completion else 0,
-                latency_ms=completion.latency_ms if completion and completion.latency_ms else latency_ms,
-                cache_hit=completion.cache_hit if completion else False,
-                ok=error is None, error=error,
-            ))
+            self.store.record_call(
+                LlmCallRow(
+                    run_id=self.run_id,
+                    role=role,
+                    model=model,
+                    prompt_tokens=completion.prompt_tokens if completion else 0,
+                    completion_tokens=completion.completion_tokens if completion else 0,
+                    latency_ms=completion.latency_ms if completion and completion.latency_ms else latency_ms,
+                    cache_hit=completion.cache_hit if completion else False,
+                    ok=error is None,
+                    error=error,
+                )
+            )
 
     def wrap(self, model: ChatModel, role: str) -> LedgeredModel:
         return LedgeredModel(model, role, self)
@@ -76,7 +87,9 @@ class LedgeredModel(ChatModel):
         try:
             c = await self.inner.complete(messages, sampling)
         except Exception as exc:
-            self.ledger.record(self.role, self.name, None, (time.perf_counter() - start) * 1000, one_line(exc))
+            self.ledger.record(
+                self.role, self.name, None, (time.perf_counter() - start) * 1000, one_line(exc)
+            )
             raise
         self.ledger.record(self.role, self.name, c, (time.perf_counter() - start) * 1000)
         return c

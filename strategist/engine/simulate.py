@@ -29,8 +29,14 @@ async def simulate(
     """Run one dialogue. A model failure ends it with ``ended_by='error'``; it never raises
     ModelError. Budget errors do propagate: the run must stop."""
     turns: list[Turn] = [Turn(role="customer", content=scenario.opening)]
-    d = Dialogue(scenario_id=scenario.id, seed=seed, sample=sample, condition=condition,
-                 student_model=student.model.name, customer_model=customer.model.name)
+    d = Dialogue(
+        scenario_id=scenario.id,
+        seed=seed,
+        sample=sample,
+        condition=condition,
+        student_model=student.model.name,
+        customer_model=customer.model.name,
+    )
     limit = scenario.turns_limit(domain)
     try:
         for k in range(limit):

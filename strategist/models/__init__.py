@@ -48,11 +48,13 @@ def resolve_model(name: str, **options: Any) -> ChatModel:
     if name.startswith(EMBEDDED_PREFIX):
         from .embedded import EmbeddedModel
 
-        variant = name[len(EMBEDDED_PREFIX):]
+        variant = name[len(EMBEDDED_PREFIX) :]
         if variant != "smollm2":
             from ..errors import ModelUnavailableError
 
-            raise ModelUnavailableError(name, "unknown embedded model; the embedded model is 'embedded/smollm2'")
+            raise ModelUnavailableError(
+                name, "unknown embedded model; the embedded model is 'embedded/smollm2'"
+            )
         return EmbeddedModel(name, path=options.get("path"))
     from .litellm_model import LiteLLMModel
 

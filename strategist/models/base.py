@@ -90,6 +90,9 @@ def parse_openai_logprobs(raw: Any) -> list[TokenLogprobs] | None:
         return None
     out = []
     for item in content:
-        top = {str(get_field(t, "token")): float(get_field(t, "logprob")) for t in (get_field(item, "top_logprobs") or [])}
+        top = {
+            str(get_field(t, "token")): float(get_field(t, "logprob"))
+            for t in (get_field(item, "top_logprobs") or [])
+        }
         out.append(TokenLogprobs(str(get_field(item, "token")), float(get_field(item, "logprob")), top))
     return out

@@ -44,8 +44,14 @@ def smollm2_path() -> Path:
 
 
 class EmbeddedModel(ChatModel):
-    def __init__(self, name: str = "embedded/smollm2", *, path: str | Path | None = None,
-                 n_ctx: int = 8192, n_threads: int | None = None) -> None:
+    def __init__(
+        self,
+        name: str = "embedded/smollm2",
+        *,
+        path: str | Path | None = None,
+        n_ctx: int = 8192,
+        n_threads: int | None = None,
+    ) -> None:
         self.name = name
         self._path = Path(path) if path else None
         self.n_ctx = n_ctx
@@ -63,11 +69,14 @@ class EmbeddedModel(ChatModel):
             try:
                 from llama_cpp import Llama
             except ImportError as exc:
-                raise ModelUnavailableError(self.name, f"llama-cpp-python is missing; {INSTALL_HINT}") from exc
+                raise ModelUnavailableError(
+                    self.name, f"llama-cpp-python is missing; {INSTALL_HINT}"
+                ) from exc
             # No logits_all: it would compute logits at every prompt position (about 30x slower
             # prompts here). Log-probabilities are read from each sampling step instead.
-            self._llama_obj = Llama(model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads,
-                                    verbose=False)
+            self._llama_obj = Llama(
+                model_path=str(self.path), n_ctx=self.n_ctx, n_threads=self.n_threads, verbose=False
+            )
         return self._llama_obj
 
     def _complete_sync(self, messages: list[Message], s: Sampling) -> Completion:
@@ -99,8 +108,13 @@ class EmbeddedModel(ChatModel):
             except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on context overflow etc.
                 raise ModelError(self.name, one_line(exc)) from exc
             latency = (time.perf_counter() - start) * 1000
-            logprobs = _top_logprobs(llama, steps, s.top_logprobs, int((resp.get("usage") or {})
-                                                                        .get("prompt_tokens", 0))) if steps else None
+            logprobs = (
+                _top_logprobs(
+                    llama, steps, s.top_logprobs, int((resp.get("usage") or {}).get("prompt_tokens", 0))
+                )
+                if steps
+                else None
+            )
         choice = resp["choices"][0]
         usage = resp.get("usage") or {}
         return Completion(
@@ -134,8 +148,11 @@ def _top_logprobs(llama: Any, steps: list[Any], k: int, n_prompt: int) -> list[T
         pos = n_prompt + i
         chosen = int(ids[pos]) if pos < len(ids) else int(top[0])
         piece = llama.detokenize([chosen]).decode("utf-8", errors="replace")
-        out.append(TokenLogprobs(
-            piece, float(logp[chosen]),
-            {llama.detokenize([int(t)]).decode("utf-8", errors="replace"): float(logp[t]) for t in top},
-        ))
+        out.append(
+            TokenLogprobs(
+                piece,
+                float(logp[chosen]),
+                {llama.detokenize([int(t)]).decode("utf-8", errors="replace"): float(logp[t]) for t in top},
+            )
+        )
     return out

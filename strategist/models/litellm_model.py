@@ -18,7 +18,15 @@ from tenacity import (
 )
 
 from ..errors import ModelError, ModelUnavailableError, one_line
-from .base import ChatModel, Completion, Message, Sampling, get_field, normalise_messages, parse_openai_logprobs
+from .base import (
+    ChatModel,
+    Completion,
+    Message,
+    Sampling,
+    get_field,
+    normalise_messages,
+    parse_openai_logprobs,
+)
 
 _litellm: Any = None
 
@@ -44,8 +52,14 @@ def _is_transient(exc: BaseException) -> bool:
         return False
     transient = tuple(
         getattr(lt, n)
-        for n in ("RateLimitError", "APIConnectionError", "Timeout", "InternalServerError",
-                  "ServiceUnavailableError", "BadGatewayError")
+        for n in (
+            "RateLimitError",
+            "APIConnectionError",
+            "Timeout",
+            "InternalServerError",
+            "ServiceUnavailableError",
+            "BadGatewayError",
+        )
         if hasattr(lt, n)
     )
     return isinstance(exc, transient)

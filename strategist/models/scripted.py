@@ -102,4 +102,4 @@ class FunctionModel(_Recording):
         result = self.fn(msgs, sampling or Sampling())
         if inspect.isawaitable(result):
             result = await result
-        return _as_completion(result, self.name, msgs)  # type: ignore[arg-type]
+        return _as_completion(result, self.name, msgs)

@@ -24,14 +24,19 @@ class Customer:
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.8, max_tokens=100))
 
     def messages(self, scenario: Scenario, turns: Sequence[Turn]) -> list[Message]:
-        system = render("customer_system.j2", domain=self.domain, scenario=scenario,
-                        stop_marker=self.domain.stop_marker)
+        system = render(
+            "customer_system.j2", domain=self.domain, scenario=scenario, stop_marker=self.domain.stop_marker
+        )
         # From the customer's side the agent is the user and the customer is the assistant.
         msgs: list[Message] = [{"role": "system", "content": system}]
-        msgs += [{"role": "assistant" if t.role == "customer" else "user", "content": t.content} for t in turns]
+        msgs += [
+            {"role": "assistant" if t.role == "customer" else "user", "content": t.content} for t in turns
+        ]
         return msgs
 
-    async def reply(self, scenario: Scenario, turns: Sequence[Turn], *, seed: int | None = None) -> CustomerReply:
+    async def reply(
+        self, scenario: Scenario, turns: Sequence[Turn], *, seed: int | None = None
+    ) -> CustomerReply:
         s = replace(self.sampling, seed=seed)
         c = await self.model.complete(self.messages(scenario, turns), s)
         return split_stop(c.text, self.domain.stop_marker)

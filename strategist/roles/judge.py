@@ -4,7 +4,7 @@ from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, Field, create_model
 
-from ..core.dialogue import Dialogue, Judgement, RubricResult
+from ..core.dialogue import Dialogue, Judgement, RatingMethod, RubricResult
 from ..core.domain import Domain, Scenario
 from ..core.scoring import expected_rating, overall_score, parse_rating, run_checks
 from ..models.base import ChatModel, Sampling
@@ -49,12 +49,19 @@ class Judge:
         n_turns = len(dialogue.student_turns)
         common = {"domain": self.domain, "scenario": scenario}
 
-        verdict_prompt = render("judge_verdict.j2", **common, transcript=dialogue.transcript(numbered=True),
-                                rubric=criteria.rubric, student_turns=max(1, n_turns))
+        verdict_prompt = render(
+            "judge_verdict.j2",
+            **common,
+            transcript=dialogue.transcript(numbered=True),
+            rubric=criteria.rubric,
+            student_turns=max(1, n_turns),
+        )
         verdict, _ = await complete_structured(
-            self.model, [{"role": "user", "content": verdict_prompt}],
+            self.model,
+            [{"role": "user", "content": verdict_prompt}],
             verdict_model(len(criteria.rubric), n_turns),
-            sampling=replace(self.sampling, seed=seed), attempts=self.attempts,
+            sampling=replace(self.sampling, seed=seed),
+            attempts=self.attempts,
         )
         data = verdict.model_dump()
         rubric = [
@@ -62,8 +69,9 @@ class Judge:
             for item, v in zip(criteria.rubric, data["rubric"], strict=True)
         ]
 
-        rating, method = await self._rating(render("judge_rating.j2", **common, transcript=dialogue.transcript()),
-                                            seed)
+        rating, method = await self._rating(
+            render("judge_rating.j2", **common, transcript=dialogue.transcript()), seed
+        )
         return Judgement(
             dialogue_id=dialogue.id,
             judge_model=self.model.name,
@@ -76,7 +84,7 @@ class Judge:
             weakest_turn=data["weakest_turn"] if n_turns else None,
         )
 
-    async def _rating(self, prompt: str, seed: int | None) -> tuple[float | None, str | None]:
+    async def _rating(self, prompt: str, seed: int | None) -> tuple[float | None, RatingMethod | None]:
         s = Sampling(temperature=0.0, max_tokens=3, seed=seed, top_logprobs=10)
         for _ in range(self.attempts):
             c = await self.model.complete([{"role": "user", "content": prompt}], s)

@@ -55,11 +55,20 @@ class Teacher:
     async def write_scenario(
         self, cell: Cell, difficulty: Difficulty, *, avoid: Sequence[str] = (), seed: int | None = None
     ) -> Scenario:
-        prompt = render("teacher_scenario.j2", domain=self.domain, persona=cell.persona,
-                        intent=self.domain.intent(cell.intent), difficulty=difficulty, avoid=list(avoid))
+        prompt = render(
+            "teacher_scenario.j2",
+            domain=self.domain,
+            persona=cell.persona,
+            intent=self.domain.intent(cell.intent),
+            difficulty=difficulty,
+            avoid=list(avoid),
+        )
         draft, _ = await complete_structured(
-            self.model, [{"role": "user", "content": prompt}], ScenarioDraft,
-            sampling=replace(self.scenario_sampling, seed=seed), attempts=self.attempts,
+            self.model,
+            [{"role": "user", "content": prompt}],
+            ScenarioDraft,
+            sampling=replace(self.scenario_sampling, seed=seed),
+            attempts=self.attempts,
         )
         return Scenario(
             domain=self.domain.id,
@@ -95,12 +104,24 @@ class Teacher:
         max_strategies: int = 3,
         seed: int | None = None,
     ) -> list[Proposal]:
-        prefix_text = "\n".join(f"{'Agent' if t.role == 'student' else 'Customer'}: {t.content}" for t in prefix)
-        prompt = render("teacher_coach.j2", domain=self.domain, scenario=scenario, prefix=prefix_text or "(none)",
-                        student_reply=student_reply, reference_reply=reference_reply,
-                        critique=critique or "(none)", max_strategies=max_strategies)
+        prefix_text = "\n".join(
+            f"{'Agent' if t.role == 'student' else 'Customer'}: {t.content}" for t in prefix
+        )
+        prompt = render(
+            "teacher_coach.j2",
+            domain=self.domain,
+            scenario=scenario,
+            prefix=prefix_text or "(none)",
+            student_reply=student_reply,
+            reference_reply=reference_reply,
+            critique=critique or "(none)",
+            max_strategies=max_strategies,
+        )
         out, _ = await complete_structured(
-            self.model, [{"role": "user", "content": prompt}], Proposals,
-            sampling=replace(self.coach_sampling, seed=seed), attempts=self.attempts,
+            self.model,
+            [{"role": "user", "content": prompt}],
+            Proposals,
+            sampling=replace(self.coach_sampling, seed=seed),
+            attempts=self.attempts,
         )
         return out.strategies[:max_strategies]

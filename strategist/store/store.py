@@ -118,13 +118,24 @@ class Store:
             return list(s.exec(select(DomainRow).order_by(DomainRow.id)))
 
     # -- scenarios -------------------------------------------------------------------------
-    def add_scenario(self, scenario: Scenario, *, run_id: int | None = None, round: int | None = None) -> Scenario:
+    def add_scenario(
+        self, scenario: Scenario, *, run_id: int | None = None, round: int | None = None
+    ) -> Scenario:
         spec = scenario.model_dump(mode="json", exclude={"id"})
-        row = self._add(ScenarioRow(
-            domain_id=scenario.domain, title=scenario.title, intent=scenario.intent,
-            persona_key=persona_key(scenario.persona), difficulty=scenario.difficulty, origin=scenario.origin,
-            split=scenario.split, spec=spec, run_id=run_id, round=round,
-        ))
+        row = self._add(
+            ScenarioRow(
+                domain_id=scenario.domain,
+                title=scenario.title,
+                intent=scenario.intent,
+                persona_key=persona_key(scenario.persona),
+                difficulty=scenario.difficulty,
+                origin=scenario.origin,
+                split=scenario.split,
+                spec=spec,
+                run_id=run_id,
+                round=round,
+            )
+        )
         return scenario.model_copy(update={"id": row.id})
 
     @staticmethod
@@ -140,7 +151,7 @@ class Store:
         return self._scenario(row)
 
     def list_scenarios(self, domain: str | None = None, split: str | None = None) -> list[Scenario]:
-        q = select(ScenarioRow).order_by(ScenarioRow.id)
+        q = select(ScenarioRow).order_by(col(ScenarioRow.id))
         if domain:
             q = q.where(ScenarioRow.domain_id == domain)
         if split:
@@ -155,7 +166,7 @@ class Store:
             .join(JudgementRow, col(JudgementRow.dialogue_id) == DialogueRow.id)
             .join(ScenarioRow, col(ScenarioRow.id) == DialogueRow.scenario_id)
             .where(ScenarioRow.domain_id == domain, DialogueRow.condition == condition)
-            .group_by(DialogueRow.scenario_id)
+            .group_by(col(DialogueRow.scenario_id))
         )
         with self.session() as s:
             return {sid: (float(avg), int(n)) for sid, avg, n in s.exec(q)}
@@ -166,7 +177,9 @@ class Store:
         assert run.id is not None
         return run.id
 
-    def finish_run(self, run_id: int, status: str, summary: dict[str, Any], stop_reason: str | None = None) -> None:
+    def finish_run(
+        self, run_id: int, status: str, summary: dict[str, Any], stop_reason: str | None = None
+    ) -> None:
         with self.session() as s:
             run = s.get(RunRow, run_id)
             if run is None:
@@ -187,17 +200,28 @@ class Store:
             return list(s.exec(select(RunRow).order_by(col(RunRow.id))))
 
     # -- dialogues and judgements ------------------------------------------------------------
-    def add_dialogue(self, d: Dialogue, *, run_id: int | None, round: int | None,
-                     candidate_id: int | None = None) -> Dialogue:
+    def add_dialogue(
+        self, d: Dialogue, *, run_id: int | None, round: int | None, candidate_id: int | None = None
+    ) -> Dialogue:
         if d.scenario_id is None:
             raise ValueError("dialogue has no scenario id")
-        row = self._add(DialogueRow(
-            run_id=run_id, round=round, scenario_id=d.scenario_id, condition=d.condition,
-            candidate_id=candidate_id, sample=d.sample, seed=d.seed, student_model=d.student_model,
-            customer_model=d.customer_model, ended_by=d.ended_by, error=d.error,
-            turns=[t.model_dump() for t in d.turns],
-            strategy_ids=sorted({i for t in d.turns for i in t.strategies}),
-        ))
+        row = self._add(
+            DialogueRow(
+                run_id=run_id,
+                round=round,
+                scenario_id=d.scenario_id,
+                condition=d.condition,
+                candidate_id=candidate_id,
+                sample=d.sample,
+                seed=d.seed,
+                student_model=d.student_model,
+                customer_model=d.customer_model,
+                ended_by=d.ended_by,
+                error=d.error,
+                turns=[t.model_dump() for t in d.turns],
+                strategy_ids=sorted({i for t in d.turns for i in t.strategies}),
+            )
+        )
         return d.model_copy(update={"id": row.id})
 
     def get_dialogue(self, dialogue_id: int) -> Dialogue:
@@ -205,23 +229,44 @@ class Store:
             row = s.get(DialogueRow, dialogue_id)
         if row is None:
             raise NotFoundError(f"no dialogue {dialogue_id}")
-        return Dialogue(id=row.id, scenario_id=row.scenario_id, seed=row.seed, sample=row.sample,
-                        condition=row.condition, turns=row.turns, ended_by=row.ended_by,  # type: ignore[arg-type]
-                        error=row.error, student_model=row.student_model, customer_model=row.customer_model)
+        return Dialogue(
+            id=row.id,
+            scenario_id=row.scenario_id,
+            seed=row.seed,
+            sample=row.sample,
+            condition=row.condition,
+            turns=row.turns,
+            ended_by=row.ended_by,  # type: ignore[arg-type]
+            error=row.error,
+            student_model=row.student_model,
+            customer_model=row.customer_model,
+        )
 
     def dialogues_for_scenario(self, scenario_id: int) -> list[DialogueRow]:
         with self.session() as s:
-            q = select(DialogueRow).where(DialogueRow.scenario_id == scenario_id).order_by(col(DialogueRow.id))
+            q = (
+                select(DialogueRow)
+                .where(DialogueRow.scenario_id == scenario_id)
+                .order_by(col(DialogueRow.id))
+            )
             return list(s.exec(q))
 
     def add_judgement(self, j: Judgement) -> Judgement:
         if j.dialogue_id is None:
             raise ValueError("judgement has no dialogue id")
-        row = self._add(JudgementRow(
-            dialogue_id=j.dialogue_id, judge_model=j.judge_model, score=j.score, rating=j.rating,
-            rating_method=j.rating_method, checks=[c.model_dump() for c in j.checks],
-            rubric=[r.model_dump() for r in j.rubric], critique=j.critique, weakest_turn=j.weakest_turn,
-        ))
+        row = self._add(
+            JudgementRow(
+                dialogue_id=j.dialogue_id,
+                judge_model=j.judge_model,
+                score=j.score,
+                rating=j.rating,
+                rating_method=j.rating_method,
+                checks=[c.model_dump() for c in j.checks],
+                rubric=[r.model_dump() for r in j.rubric],
+                critique=j.critique,
+                weakest_turn=j.weakest_turn,
+            )
+        )
         return j.model_copy(update={"id": row.id})
 
     def judgement_for(self, dialogue_id: int) -> Judgement | None:
@@ -252,22 +297,57 @@ class Store:
         with self.session() as s:
             return list(s.exec(q))
 
-    def add_strategy(self, domain_id: str, text: StrategyText, *, provenance: dict[str, Any],
-                     evidence: dict[str, Any], author: str, status: str = "pending") -> StrategyRow:
+    def add_strategy(
+        self,
+        domain_id: str,
+        text: StrategyText,
+        *,
+        provenance: dict[str, Any],
+        evidence: dict[str, Any],
+        author: str,
+        status: str = "pending",
+    ) -> StrategyRow:
         """A new strategy with its first version and a 'created' review record, in one transaction."""
         with self.session() as s:
-            row = StrategyRow(domain_id=domain_id, trigger=text.trigger, guidance=text.guidance,
-                              example=text.example, status=status, version=1,
-                              provenance=provenance, evidence=evidence)
+            row = StrategyRow(
+                domain_id=domain_id,
+                trigger=text.trigger,
+                guidance=text.guidance,
+                example=text.example,
+                status=status,
+                version=1,
+                provenance=provenance,
+                evidence=evidence,
+            )
             s.add(row)
             s.flush()
             assert row.id is not None
-            s.add(StrategyVersionRow(strategy_id=row.id, version=1, trigger=text.trigger,
-                                     guidance=text.guidance, example=text.example, author=author))
-            s.add(ReviewRow(strategy_id=row.id, version=1, reviewer=author, action="created",
-                            note="accepted by the gate", before=None,
-                            after={"trigger": text.trigger, "guidance": text.guidance,
-                                   "example": text.example, "status": status}))
+            s.add(
+                StrategyVersionRow(
+                    strategy_id=row.id,
+                    version=1,
+                    trigger=text.trigger,
+                    guidance=text.guidance,
+                    example=text.example,
+                    author=author,
+                )
+            )
+            s.add(
+                ReviewRow(
+                    strategy_id=row.id,
+                    version=1,
+                    reviewer=author,
+                    action="created",
+                    note="accepted by the gate",
+                    before=None,
+                    after={
+                        "trigger": text.trigger,
+                        "guidance": text.guidance,
+                        "example": text.example,
+                        "status": status,
+                    },
+                )
+            )
             s.commit()
             s.refresh(row)
             return row
@@ -279,8 +359,9 @@ class Store:
             raise NotFoundError(f"no strategy {strategy_id}")
         return row
 
-    def list_strategies(self, domain: str | None = None,
-                        statuses: Sequence[str] | None = None) -> list[StrategyRow]:
+    def list_strategies(
+        self, domain: str | None = None, statuses: Sequence[str] | None = None
+    ) -> list[StrategyRow]:
         q = select(StrategyRow).order_by(col(StrategyRow.id))
         if domain:
             q = q.where(StrategyRow.domain_id == domain)
@@ -303,8 +384,15 @@ class Store:
     def record_call(self, row: LlmCallRow) -> None:
         self._add(row)
 
-    def record_event(self, run_id: int | None, kind: str, message: str, *, round: int | None = None,
-                     detail: dict[str, Any] | None = None) -> None:
+    def record_event(
+        self,
+        run_id: int | None,
+        kind: str,
+        message: str,
+        *,
+        round: int | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
         self._add(EventRow(run_id=run_id, round=round, kind=kind, message=message, detail=detail or {}))
 
     def events(self, run_id: int) -> list[EventRow]:
@@ -312,8 +400,11 @@ class Store:
             return list(s.exec(select(EventRow).where(EventRow.run_id == run_id).order_by(col(EventRow.id))))
 
     def call_totals(self, run_id: int | None = None) -> dict[str, int]:
-        q = select(func.count(col(LlmCallRow.id)), func.coalesce(func.sum(LlmCallRow.prompt_tokens), 0),
-                   func.coalesce(func.sum(LlmCallRow.completion_tokens), 0))
+        q = select(
+            func.count(col(LlmCallRow.id)),
+            func.coalesce(func.sum(LlmCallRow.prompt_tokens), 0),
+            func.coalesce(func.sum(LlmCallRow.completion_tokens), 0),
+        )
         if run_id is not None:
             q = q.where(LlmCallRow.run_id == run_id)
         with self.session() as s:
@@ -323,14 +414,22 @@ class Store:
     def run_counts(self, run_id: int) -> dict[str, Any]:
         """Dialogues, generated scenarios and the mean no-strategy score of one run."""
         with self.session() as s:
-            dialogues = s.exec(select(func.count()).select_from(DialogueRow).where(DialogueRow.run_id == run_id)).one()
-            mean = s.exec(select(func.avg(JudgementRow.score))
-                          .join(DialogueRow, col(DialogueRow.id) == JudgementRow.dialogue_id)
-                          .where(DialogueRow.run_id == run_id, DialogueRow.condition == "baseline")).one()
-            generated = s.exec(select(func.count()).select_from(ScenarioRow)
-                               .where(ScenarioRow.run_id == run_id)).one()
-        return {"dialogues": int(dialogues), "scenarios_generated": int(generated),
-                "mean_baseline_score": float(mean) if mean is not None else None}
+            dialogues = s.exec(
+                select(func.count()).select_from(DialogueRow).where(DialogueRow.run_id == run_id)
+            ).one()
+            mean = s.exec(
+                select(func.avg(JudgementRow.score))
+                .join(DialogueRow, col(DialogueRow.id) == JudgementRow.dialogue_id)
+                .where(DialogueRow.run_id == run_id, DialogueRow.condition == "baseline")
+            ).one()
+            generated = s.exec(
+                select(func.count()).select_from(ScenarioRow).where(ScenarioRow.run_id == run_id)
+            ).one()
+        return {
+            "dialogues": int(dialogues),
+            "scenarios_generated": int(generated),
+            "mean_baseline_score": float(mean) if mean is not None else None,
+        }
 
     def count(self, table: type[Any], **where: Any) -> int:
         q = select(func.count()).select_from(table)

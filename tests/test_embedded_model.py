@@ -1,0 +1,189 @@
+"""The embedded model (SmolLM2-135M run in-process by llama-cpp-python), for real.
+
+Every test here loads the actual GGUF file; max_tokens stay small to keep the module fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("llama_cpp")
+
+from strategist.core.dialogue import Dialogue, Judgement, Turn  # noqa: E402
+from strategist.errors import ModelUnavailableError, StructuredOutputError  # noqa: E402
+from strategist.models import resolve_model  # noqa: E402
+from strategist.models.base import Sampling, TokenLogprobs  # noqa: E402
+from strategist.models.embedded import SMOLLM2_FILE, EmbeddedModel, smollm2_path  # noqa: E402
+from strategist.packs import load_domain, load_scenario_set  # noqa: E402
+from strategist.roles import Judge  # noqa: E402
+
+pytestmark = pytest.mark.embedded
+
+NORTHWIND = Path(__file__).resolve().parent.parent / "scenarios" / "northwind"
+HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
+
+
+@pytest.fixture(scope="module")
+def model():
+    try:
+        smollm2_path()
+    except ModelUnavailableError as exc:
+        pytest.skip(str(exc))
+    m = EmbeddedModel()
+    yield m
+    asyncio.run(m.aclose())
+
+
+async def test_plain_completion_returns_text_and_token_counts(model):
+    c = await model.complete(HELLO, Sampling(temperature=0.0, max_tokens=16))
+    assert c.text.strip()
+    assert c.model == "embedded/smollm2"
+    assert c.prompt_tokens > 0
+    assert 0 < c.completion_tokens <= 16
+    assert c.total_tokens == c.prompt_tokens + c.completion_tokens
+    assert c.logprobs is None  # not asked for
+    assert c.latency_ms > 0
+
+
+async def test_json_schema_constrains_the_output(model):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    c = await model.complete(
+        [{"role": "user", "content": "Describe a person as JSON with a name and an age."}],
+        Sampling(temperature=0.0, max_tokens=40, json_schema=json.dumps(schema)),
+    )
+    data = json.loads(c.text)
+    assert isinstance(data, dict)
+    assert {"name", "age"} <= data.keys()
+    assert isinstance(data["name"], str)
+    assert isinstance(data["age"], int)
+
+
+async def test_top_logprobs_per_token(model):
+    c = await model.complete(HELLO, Sampling(temperature=0.0, max_tokens=8, top_logprobs=5))
+    assert c.logprobs, "asked for top_logprobs=5 but got none"
+    for tok in c.logprobs:
+        assert isinstance(tok, TokenLogprobs)
+        assert isinstance(tok.token, str)
+        assert type(tok.logprob) is float  # not a numpy float
+        assert len(tok.top) == 5
+        assert all(type(v) is float for v in tok.top.values())
+        assert tok.logprob <= 0.0
+        assert all(v <= 0.0 for v in tok.top.values())
+        assert sum(math.exp(v) for v in tok.top.values()) <= 1.0 + 1e-6
+        # Greedy decoding: the chosen token is the most likely one.
+        assert tok.logprob == pytest.approx(max(tok.top.values()))
+        assert tok.token in tok.top
+
+
+async def test_same_seed_same_text_with_or_without_logprobs(model):
+    s = Sampling(temperature=0.8, max_tokens=20, seed=7)
+    a = await model.complete(HELLO, s)
+    b = await model.complete(HELLO, s)
+    with_lp = await model.complete(HELLO, Sampling(temperature=0.8, max_tokens=20, seed=7, top_logprobs=5))
+    assert a.text
+    assert a.text == b.text
+    # Capturing the logits for log-probabilities must not change what is sampled.
+    assert with_lp.text == a.text
+    assert with_lp.completion_tokens == a.completion_tokens
+    assert with_lp.logprobs
+
+
+@pytest.mark.xfail(
+    reason="BUG: _top_logprobs reads the chosen token from llama._input_ids, which lacks the last sampled "
+    "token (never evaluated when generation stops at max_tokens), so it falls back to the argmax: at "
+    "temperature > 0 the last TokenLogprobs names a token that is not in the text",
+    strict=True,
+)
+async def test_logprob_tokens_spell_the_sampled_text(model):
+    msgs = [{"role": "user", "content": "Tell me about the sea."}]
+    mismatches = []
+    for seed in range(6):
+        c = await model.complete(msgs, Sampling(temperature=1.5, max_tokens=6, seed=seed, top_logprobs=5))
+        assert c.completion_tokens == 6
+        spelled = "".join(t.token for t in c.logprobs or [])
+        if spelled != c.text:
+            mismatches.append((seed, c.text, spelled))
+    assert not mismatches
+
+
+@pytest.mark.xfail(
+    reason="BUG: when generation ends at the end-of-sequence token, _top_logprobs also returns an entry "
+    "for that EOS step (token ''), one more than completion_tokens",
+    strict=True,
+)
+async def test_one_logprob_entry_per_generated_token(model):
+    c = await model.complete([{"role": "user", "content": "Say yes."}],
+                             Sampling(temperature=0.0, max_tokens=40, top_logprobs=3))
+    assert c.completion_tokens < 40, "this test needs a reply that ends on its own"
+    assert c.logprobs is not None
+    assert len(c.logprobs) == c.completion_tokens
+
+
+def test_smollm2_path_finds_the_shipped_file(monkeypatch):
+    monkeypatch.delenv("STRATEGIST_EMBEDDED_MODEL_PATH", raising=False)
+    p = smollm2_path()
+    assert p.is_file()
+    assert p.name == SMOLLM2_FILE
+    assert p.stat().st_size > 1_000_000
+
+
+def test_smollm2_path_override_to_missing_file_is_unavailable(monkeypatch, tmp_path):
+    missing = tmp_path / "nope.gguf"
+    monkeypatch.setenv("STRATEGIST_EMBEDDED_MODEL_PATH", str(missing))
+    with pytest.raises(ModelUnavailableError, match="nope.gguf"):
+        smollm2_path()
+    # The model object resolves its path lazily and fails the same way on first use.
+    with pytest.raises(ModelUnavailableError):
+        asyncio.run(EmbeddedModel().complete(HELLO, Sampling(max_tokens=2)))
+
+
+def test_smollm2_path_override_to_existing_file(monkeypatch):
+    real = smollm2_path()
+    monkeypatch.setenv("STRATEGIST_EMBEDDED_MODEL_PATH", str(real))
+    assert smollm2_path() == real
+
+
+def test_resolve_model_embedded():
+    m = resolve_model("embedded/smollm2")
+    assert isinstance(m, EmbeddedModel)
+    assert m.name == "embedded/smollm2"
+    with pytest.raises(ModelUnavailableError):
+        resolve_model("embedded/no-such-model")
+
+
+async def test_judge_with_embedded_model_rates_by_logprobs(model):
+    domain = load_domain(NORTHWIND / "domain.yaml")
+    _, scenarios = load_scenario_set(NORTHWIND / "scenarios.yaml", domain)
+    scenario = next(s for s in scenarios if s.intent == "size_exchange")
+    dialogue = Dialogue(seed=1, turns=[
+        Turn(role="customer", content=scenario.opening),
+        Turn(role="student", content="Happy to help with a size exchange! Could you share your order number "
+                                     "and the email on the order?"),
+    ])
+    judge = Judge(model, domain)
+    errors: list[StructuredOutputError] = []
+    judgement = None
+    for seed in (1, 2, 3):
+        try:
+            judgement = await judge.judge(scenario, dialogue, seed=seed)
+            break
+        except StructuredOutputError as exc:  # a tiny model may fail its structured output
+            errors.append(exc)
+    assert judgement is not None, f"the judge failed with every seed: {errors}"
+    assert isinstance(judgement, Judgement)
+    assert judgement.judge_model == "embedded/smollm2"
+    assert judgement.rating_method == "logprobs"
+    assert judgement.rating is not None
+    assert 1.0 <= judgement.rating <= 5.0
+    assert 0.0 <= judgement.score <= 1.0
+    assert len(judgement.rubric) == len(scenario.criteria(domain).rubric)
+    assert judgement.weakest_turn == 1

@@ -1,0 +1,208 @@
+"""LiteLLMModel against a REAL OpenAI-compatible server: llama-cpp-python's own server running
+SmolLM2 on loopback. litellm is imported lazily (inside the adapter), never at module import."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
+pytest.importorskip("llama_cpp")
+pytest.importorskip("llama_cpp.server")
+httpx = pytest.importorskip("httpx")
+
+from strategist.core.dialogue import Turn  # noqa: E402
+from strategist.errors import ModelError, ModelUnavailableError  # noqa: E402
+from strategist.models.base import Sampling, TokenLogprobs  # noqa: E402
+from strategist.models.embedded import EmbeddedModel, smollm2_path  # noqa: E402
+from strategist.models.litellm_model import LiteLLMModel  # noqa: E402
+from strategist.packs import load_domain, load_scenario_set  # noqa: E402
+from strategist.roles import Student  # noqa: E402
+
+pytestmark = pytest.mark.server
+
+NORTHWIND = Path(__file__).resolve().parent.parent / "scenarios" / "northwind"
+HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
+STARTUP_SECONDS = 60
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Base URL (without /v1) of a llama.cpp OpenAI-compatible server serving SmolLM2 as 'smollm2'."""
+    try:
+        model_file = smollm2_path()
+    except ModelUnavailableError as exc:
+        pytest.skip(str(exc))
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1",
+           "--port", str(port), "--model_alias", "smollm2", "--n_ctx", "4096"]
+    base = f"http://127.0.0.1:{port}"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + STARTUP_SECONDS
+            while True:
+                if proc.poll() is not None:
+                    pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+                try:
+                    r = httpx.get(f"{base}/v1/models", timeout=2)
+                    if r.status_code == 200 and any(m.get("id") == "smollm2" for m in r.json().get("data", [])):
+                        break
+                except httpx.HTTPError:
+                    pass
+                if time.monotonic() > deadline:
+                    pytest.fail(f"llama_cpp.server not ready after {STARTUP_SECONDS} s:\n"
+                                f"{log_path.read_text()[-2000:]}")
+                time.sleep(0.3)
+            yield base
+        finally:
+            _stop(proc)
+
+
+@pytest.fixture
+def model(server):
+    return LiteLLMModel("openai/smollm2", api_base=f"{server}/v1", json_mode="object", timeout=60, retries=1)
+
+
+async def test_completion_returns_text_and_usage(model):
+    c = await model.complete(HELLO, Sampling(temperature=0.0, max_tokens=16))
+    assert c.text.strip()
+    assert c.model == "openai/smollm2"
+    assert c.prompt_tokens > 0
+    assert 0 < c.completion_tokens <= 16
+    assert c.logprobs is None  # not asked for
+    assert c.latency_ms > 0
+
+
+async def test_json_object_mode_with_schema(model):
+    schema = {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+    }
+    c = await model.complete(
+        [{"role": "user", "content": "Describe a person as JSON with a name and an age."}],
+        Sampling(temperature=0.0, max_tokens=40, json_schema=json.dumps(schema)),
+    )
+    data = json.loads(c.text)
+    assert {"name", "age"} <= data.keys()
+    assert isinstance(data["age"], int)
+
+
+async def test_top_logprobs(model):
+    # llama.cpp's server answers OpenAI-style: choices[0].logprobs.content[i] = {token, logprob,
+    # bytes, top_logprobs: [{token, logprob, bytes}, ...]}.
+    c = await model.complete(HELLO, Sampling(temperature=0.0, max_tokens=8, top_logprobs=5))
+    assert c.logprobs is not None, "llama.cpp's server returns logprobs; the adapter lost them"
+    assert len(c.logprobs) == c.completion_tokens
+    assert "".join(t.token for t in c.logprobs) == c.text
+    for tok in c.logprobs:
+        assert isinstance(tok, TokenLogprobs)
+        assert tok.logprob <= 0.0
+        # Keyed by token text: two tokens with the same text would share one entry.
+        assert 1 <= len(tok.top) <= 5
+        assert sum(math.exp(v) for v in tok.top.values()) <= 1.0 + 1e-6
+        assert tok.logprob == pytest.approx(max(tok.top.values()))
+
+
+async def test_server_and_embedded_logprobs_agree(model):
+    """Same GGUF, greedy: the embedded adapter's logprobs match the server's (a reference)."""
+    s = Sampling(temperature=0.0, max_tokens=6, top_logprobs=5)
+    remote = await model.complete(HELLO, s)
+    local_model = EmbeddedModel()
+    try:
+        local = await local_model.complete(HELLO, s)
+    finally:
+        await local_model.aclose()
+    assert local.text == remote.text
+    assert remote.logprobs and local.logprobs
+    for r, loc in zip(remote.logprobs, local.logprobs, strict=False):
+        assert r.token == loc.token
+        assert r.logprob == pytest.approx(loc.logprob, abs=1e-3)
+        for tok, lp in r.top.items():
+            assert tok in loc.top
+            assert loc.top[tok] == pytest.approx(lp, abs=1e-3)
+
+
+async def test_unreachable_server_raises_model_error_quickly():
+    dead = LiteLLMModel("openai/smollm2", api_base=f"http://127.0.0.1:{free_port()}/v1", retries=0, timeout=5)
+    start = time.monotonic()
+    with pytest.raises(ModelError) as info:
+        await dead.complete(HELLO, Sampling(max_tokens=4))
+    assert time.monotonic() - start < 15
+    assert "openai/smollm2" in str(info.value)
+
+
+async def test_student_replies_through_server(model):
+    domain = load_domain(NORTHWIND / "domain.yaml")
+    _, scenarios = load_scenario_set(NORTHWIND / "scenarios.yaml", domain)
+    scenario = scenarios[0]
+    student = Student(model, domain, sampling=Sampling(temperature=0.7, max_tokens=40))
+    c = await student.reply([Turn(role="customer", content=scenario.opening)], seed=3)
+    assert c.text.strip()
+    assert c.model == "openai/smollm2"
+    assert c.prompt_tokens > 100  # the system prompt carries the domain's policy
+    assert 0 < c.completion_tokens <= 40
+
+
+def test_cli_grow_with_student_on_server(server, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from strategist.cli import app
+
+    monkeypatch.chdir(tmp_path)  # no strategist.toml is picked up
+    for var in ("STRATEGIST_CONFIG", "STRATEGIST_DB", "STRATEGIST_EMBEDDED_MODEL_PATH"):
+        monkeypatch.delenv(var, raising=False)
+    for role in ("TEACHER", "CUSTOMER", "JUDGE"):
+        monkeypatch.delenv(f"STRATEGIST_{role}_MODEL", raising=False)
+        monkeypatch.delenv(f"STRATEGIST_{role}_API_BASE", raising=False)
+    monkeypatch.setenv("STRATEGIST_STUDENT_MODEL", "openai/smollm2")
+    monkeypatch.setenv("STRATEGIST_STUDENT_API_BASE", f"{server}/v1")
+    db = tmp_path / "x.db"
+    args = ["grow", "--db", str(db), "--rounds", "1", "--scenarios", "1", "--generate", "0", "--samples", "1",
+            "--variants", "0", "--regression", "0", "--max-turns", "1", "--json"]
+
+    result = CliRunner().invoke(app, args, catch_exceptions=False)
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    summary, _ = json.JSONDecoder().raw_decode(out[out.index("{"):])
+    assert summary["status"] == "completed"
+    assert summary["dialogues"] >= 1
+    assert summary["llm_calls"] >= 2
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT role, model, ok FROM llm_calls").fetchall()
+    student_rows = [r for r in rows if r[0] == "student"]
+    assert student_rows, rows
+    assert all(model == "openai/smollm2" for _, model, _ in student_rows)
+    assert all(ok for _, _, ok in student_rows)
+    assert all(model == "embedded/smollm2" for role, model, _ in rows if role != "student")
+    assert any(role == "judge" for role, _, _ in rows)
+
