@@ -39,8 +39,16 @@ class ModelError(StrategistError):
         super().__init__(f"model {model}: {message}")
 
 
-class ModelUnavailableError(ModelError):
-    """A model cannot be used at all here (missing package, missing file, unknown name)."""
+class ModelUnavailableError(StrategistError):
+    """A model cannot be used at all (missing package or file, unknown name, rejected credentials).
+
+    Not a ModelError on purpose: a run catches ModelError per call and carries on, but this one
+    would fail every call, so it stops the run with a clear message instead.
+    """
+
+    def __init__(self, model: str, message: str) -> None:
+        self.model = model
+        super().__init__(f"model {model}: {message}")
 
 
 class StructuredOutputError(ModelError):

@@ -59,6 +59,8 @@ def render(name: str, **variables: Any) -> str:
     except TemplateNotFound as exc:
         raise ConfigError(f"prompt template not found: {name}") from exc
     except TemplateSyntaxError as exc:
-        raise ConfigError(f"prompt template {exc.filename or name}: line {exc.lineno}: {exc.message}") from exc
+        raise ConfigError(
+            f"prompt template {exc.filename or name}: line {exc.lineno}: {exc.message}"
+        ) from exc
     except _UndefinedError as exc:
         raise ConfigError(f"prompt template {name}: {exc.message}") from exc

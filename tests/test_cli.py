@@ -170,3 +170,21 @@ def test_path_and_domains(cwd):
     assert "lib.db" in run("path", "--db", "lib.db").stdout
     doms = json.loads(run("domains", "list", "--db", "lib.db", "--json").stdout)
     assert doms == [{"id": "northwind", "name": "Northwind Outfitters support", "scenarios": 14}]
+
+
+def test_unusable_model_stops_the_run_with_one_line(cwd, scripted):
+    from strategist.errors import ModelUnavailableError
+    from strategist.models import ScriptedModel
+
+    register_model("scripted/broken", ScriptedModel(
+        [ModelUnavailableError("scripted/broken", "authentication failed")] * 3, name="scripted/broken"))
+    try:
+        run("init", "--db", "lib.db")
+        args = [a for a in scripted if not a.startswith("--student")] + ["--student=scripted/broken"]
+        result = run("grow", "--db", "lib.db", "--scenarios", "1", "--generate", "0", *args)
+    finally:
+        unregister_model("scripted/broken")
+    assert result.exit_code == 1
+    assert result.stderr == "error: model scripted/broken: authentication failed\n"
+    status, reason = sqlite3.connect(cwd / "lib.db").execute("select status, stop_reason from runs").fetchone()
+    assert status == "failed" and "authentication failed" in reason

@@ -52,7 +52,9 @@ def pick_cells(
         return st.scenarios, per_intent.get(c.intent, 0), score
 
     while len(picked) < n and len(picked) < len(cells):
-        best = min((c for c in cells if c not in picked), key=rank)  # min is stable: shuffled order breaks ties
+        best = min(
+            (c for c in cells if c not in picked), key=rank
+        )  # min is stable: shuffled order breaks ties
         picked.append(best)
         per_intent[best.intent] = per_intent.get(best.intent, 0) + 1
     return picked

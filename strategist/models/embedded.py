@@ -53,15 +53,15 @@ class EmbeddedModel(ChatModel):
         n_threads: int | None = None,
     ) -> None:
         self.name = name
-        self._path = Path(path) if path else None
+        self._path = Path(path) if path else smollm2_path()  # fail now, not at the first call
+        if importlib.util.find_spec("llama_cpp") is None:
+            raise ModelUnavailableError(name, f"llama-cpp-python is missing; {INSTALL_HINT}")
         self.n_ctx = n_ctx
         self.n_threads = n_threads
         self._llama_obj: Any = None
 
     @property
     def path(self) -> Path:
-        if self._path is None:
-            self._path = smollm2_path()
         return self._path
 
     def _llama(self) -> Any:

@@ -46,6 +46,16 @@ def import_litellm() -> Any:
     return _litellm
 
 
+def _is_fatal(exc: BaseException) -> bool:
+    """Errors that every later call would hit too: bad credentials, unknown model or provider."""
+    lt = _litellm
+    names = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
+    fatal = tuple(getattr(lt, n) for n in names if lt is not None and hasattr(lt, n))
+    if isinstance(exc, fatal) or getattr(exc, "status_code", None) in (401, 403, 404):
+        return True
+    return "LLM Provider NOT provided" in str(exc)
+
+
 def _is_transient(exc: BaseException) -> bool:
     lt = _litellm
     if lt is None:
@@ -146,6 +156,8 @@ class LiteLLMModel(ChatModel):
                 with attempt:
                     resp = await lt.acompletion(**kwargs)
         except Exception as exc:
+            if _is_fatal(exc):
+                raise ModelUnavailableError(self.name, one_line(exc)) from exc
             raise ModelError(self.name, one_line(exc)) from exc
         choice = resp.choices[0]
         usage = get_field(resp, "usage")

@@ -1,0 +1,103 @@
+"""The litellm adapter against a real HTTP server on loopback that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from strategist.errors import ModelError, ModelUnavailableError
+from strategist.models.base import Sampling
+
+pytestmark = pytest.mark.server
+
+OK_BODY = {
+    "id": "x", "object": "chat.completion", "created": 0, "model": "m",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
+}
+
+
+class Server:
+    """Answers /v1/chat/completions with the next scripted (status, body); records requests."""
+
+    def __init__(self) -> None:
+        self.script: list[tuple[int, dict]] = []
+        self.requests: list[dict] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                length = int(self.headers.get("content-length", 0))
+                outer.requests.append(json.loads(self.rfile.read(length) or b"{}"))
+                status, body = outer.script.pop(0) if outer.script else (200, OK_BODY)
+                data = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def server():
+    s = Server()
+    yield s
+    s.close()
+
+
+def _model(server, **kw):
+    from strategist.models.litellm_model import LiteLLMModel
+
+    return LiteLLMModel("openai/test-model", api_base=server.url, timeout=10, **kw)
+
+
+async def test_completion_and_request_shape(server):
+    c = await _model(server).complete([{"role": "user", "content": "hi"}],
+                                      Sampling(temperature=0.2, max_tokens=12, seed=5))
+    assert c.text == "hello there" and (c.prompt_tokens, c.completion_tokens) == (7, 2)
+    sent = server.requests[-1]
+    assert sent["messages"] == [{"role": "user", "content": "hi"}]
+    assert sent["max_tokens"] == 12 and sent["temperature"] == 0.2 and sent["seed"] == 5
+
+
+async def test_transient_errors_are_retried(server):
+    err = {"error": {"message": "overloaded", "type": "server_error"}}
+    server.script = [(500, err), (503, err)]
+    c = await _model(server, retries=3).complete([{"role": "user", "content": "hi"}])
+    assert c.text == "hello there"
+    assert len(server.requests) >= 3
+
+
+async def test_persistent_server_errors_become_a_model_error(server):
+    err = {"error": {"message": "broken", "type": "server_error"}}
+    server.script = [(500, err)] * 10
+    with pytest.raises(ModelError, match="openai/test-model"):
+        await _model(server, retries=1).complete([{"role": "user", "content": "hi"}])
+
+
+async def test_rejected_credentials_are_fatal_not_retried(server):
+    server.script = [(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})] * 5
+    with pytest.raises(ModelUnavailableError, match="openai/test-model"):
+        await _model(server, retries=3).complete([{"role": "user", "content": "hi"}])
+    assert len(server.requests) <= 2  # the client may try once more itself; no backoff loop
+
+
+async def test_json_mode_object_sends_the_schema(server):
+    schema = json.dumps({"type": "object", "properties": {"a": {"type": "string"}}})
+    await _model(server, json_mode="object").complete([{"role": "user", "content": "json"}],
+                                                       Sampling(json_schema=schema))
+    assert server.requests[-1]["response_format"] == {"type": "json_object", "schema": json.loads(schema)}
