@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 
 from strategist.core.gate import GateConfig
-from strategist.engine.grow import Grower, GrowConfig, RoleModels
+from strategist.engine.grow import GrowConfig, Grower, RoleModels
 from strategist.models import FunctionModel, Sampling
 from strategist.packs import load_domain, load_scenario_set
 from strategist.store import Store
@@ -46,11 +46,17 @@ def judge(messages: list[dict[str, str]], sampling: Sampling) -> str:
 
 def teacher(messages: list[dict[str, str]], sampling: Sampling) -> str:
     if sampling.json_schema:  # asked to coach: propose a strategy
-        return json.dumps({"strategies": [{
-            "trigger": "A customer asks for a card refund more than 30 days after delivery",
-            "guidance": f"Do not refund the card; {ADVICE}, and say so plainly.",
-            "example": "I can't refund the card after 30 days, but I can offer store credit.",
-        }]})
+        return json.dumps(
+            {
+                "strategies": [
+                    {
+                        "trigger": "A customer asks for a card refund more than 30 days after delivery",
+                        "guidance": f"Do not refund the card; {ADVICE}, and say so plainly.",
+                        "example": "I can't refund the card after 30 days, but I can offer store credit.",
+                    }
+                ]
+            }
+        )
     return "I'm sorry, after 30 days I can offer store credit rather than a refund to your card."
 
 

@@ -28,10 +28,16 @@ def cwd(tmp_path, monkeypatch):
 
 @pytest.fixture
 def scripted():
-    fns = {"teacher": world.Teacher(world.HELPFUL), "student": world.student_fn,
-           "customer": world.Customer(), "judge": world.judge_fn}
+    fns = {
+        "teacher": world.Teacher(world.HELPFUL),
+        "student": world.student_fn,
+        "customer": world.Customer(),
+        "judge": world.judge_fn,
+    }
     for role, fn in fns.items():
-        register_model(f"scripted/{role}", lambda fn=fn, role=role: FunctionModel(fn, name=f"scripted/{role}"))
+        register_model(
+            f"scripted/{role}", lambda fn=fn, role=role: FunctionModel(fn, name=f"scripted/{role}")
+        )
     yield [f"--{r}=scripted/{r}" for r in ROLES]
     for role in ROLES:
         unregister_model(f"scripted/{role}")
@@ -49,9 +55,11 @@ def test_help_lists_the_nouns():
 
 
 def test_help_does_not_import_heavy_modules():
-    code = ("import sys; from typer.testing import CliRunner; from strategist.cli import app; "
-            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
-            "print(sorted(m for m in ('litellm', 'llama_cpp', 'sqlmodel') if m in sys.modules))")
+    code = (
+        "import sys; from typer.testing import CliRunner; from strategist.cli import app; "
+        "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+        "print(sorted(m for m in ('litellm', 'llama_cpp', 'sqlmodel') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -70,9 +78,27 @@ def test_init_creates_settings_and_database(cwd):
 
 def test_grow_then_list_and_show(cwd, scripted):
     assert run("init", "--db", "lib.db").exit_code == 0
-    result = run("grow", "--db", "lib.db", "--scenarios", "1", "--generate", "0", "--samples", "3",
-                 "--variants", "0", "--regression", "0", "--max-turns", "2", "--max-strategies", "1",
-                 "--json", *scripted)
+    result = run(
+        "grow",
+        "--db",
+        "lib.db",
+        "--scenarios",
+        "1",
+        "--generate",
+        "0",
+        "--samples",
+        "3",
+        "--variants",
+        "0",
+        "--regression",
+        "0",
+        "--max-turns",
+        "2",
+        "--max-strategies",
+        "1",
+        "--json",
+        *scripted,
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["status"] == "completed" and summary["accepted"] == 1
@@ -90,7 +116,9 @@ def test_grow_then_list_and_show(cwd, scripted):
     detail = json.loads(run("strategies", "show", sid, "--db", "lib.db", "--json").stdout)
     assert detail["versions"][0]["version"] == 1 and detail["reviews"][0]["action"] == "created"
 
-    assert json.loads(run("strategies", "list", "--db", "lib.db", "--status", "approved", "--json").stdout) == []
+    assert (
+        json.loads(run("strategies", "list", "--db", "lib.db", "--status", "approved", "--json").stdout) == []
+    )
     runs = json.loads(run("runs", "list", "--db", "lib.db", "--json").stdout)
     assert runs[0]["status"] == "completed" and runs[0]["config"]["models"]["student"] == "scripted/student"
     assert run("runs", "show", "1", "--db", "lib.db").exit_code == 0
@@ -98,10 +126,33 @@ def test_grow_then_list_and_show(cwd, scripted):
 
 def test_grow_human_output_has_a_summary_table(cwd, scripted):
     run("init", "--db", "lib.db")
-    result = run("grow", "--db", "lib.db", "--scenarios", "1", "--generate", "0", "--samples", "2",
-                 "--variants", "0", "--regression", "0", "--max-turns", "1", *scripted)
+    result = run(
+        "grow",
+        "--db",
+        "lib.db",
+        "--scenarios",
+        "1",
+        "--generate",
+        "0",
+        "--samples",
+        "2",
+        "--variants",
+        "0",
+        "--regression",
+        "0",
+        "--max-turns",
+        "1",
+        *scripted,
+    )
     assert result.exit_code == 0, result.output
-    for label in ("dialogues", "candidates proposed", "accepted (pending review)", "LLM calls", "tokens", "time"):
+    for label in (
+        "dialogues",
+        "candidates proposed",
+        "accepted (pending review)",
+        "LLM calls",
+        "tokens",
+        "time",
+    ):
         assert label in result.stdout
 
 
@@ -115,9 +166,24 @@ def test_grow_budget_stop_is_reported(cwd, scripted):
 
 def test_role_models_come_from_settings_file(cwd, scripted):
     (cwd / "strategist.toml").write_text(
-        'db = "lib.db"\n' + "".join(f'[roles.{r}]\nmodel = "scripted/{r}"\n' for r in ROLES))
-    result = run("grow", "--scenarios", "1", "--generate", "0", "--samples", "1", "--variants", "0",
-                 "--regression", "0", "--max-turns", "2", "--json")
+        'db = "lib.db"\n' + "".join(f'[roles.{r}]\nmodel = "scripted/{r}"\n' for r in ROLES)
+    )
+    result = run(
+        "grow",
+        "--scenarios",
+        "1",
+        "--generate",
+        "0",
+        "--samples",
+        "1",
+        "--variants",
+        "0",
+        "--regression",
+        "0",
+        "--max-turns",
+        "2",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     models = {r[0] for r in sqlite3.connect(cwd / "lib.db").execute("select distinct model from llm_calls")}
     # The student scores low without strategies, so the teacher is called to coach: all four roles ran.
@@ -132,7 +198,8 @@ def test_scenarios_list_show_and_import(cwd):
     assert shown.exit_code == 0 and items[0]["title"][:30] in shown.stdout.replace("\n", " ")
     (cwd / "more.yaml").write_text(
         "domain: northwind\nscenarios:\n  - title: Extra\n    intent: size_exchange\n"
-        "    goal: Swap boots for a bigger size.\n    opening: Hi, can I swap sizes?\n")
+        "    goal: Swap boots for a bigger size.\n    opening: Hi, can I swap sizes?\n"
+    )
     result = run("scenarios", "import", "more.yaml", "--db", "lib.db")
     assert result.exit_code == 0, result.output
     assert len(json.loads(run("scenarios", "list", "--db", "lib.db", "--json").stdout)) == 15
@@ -141,7 +208,9 @@ def test_scenarios_list_show_and_import(cwd):
 def test_bad_input_gets_one_line_and_exit_1(cwd):
     run("init", "--db", "lib.db")
     (cwd / "bad.yaml").write_text(
-        "domain: northwind\nscenarios:\n  - title: Bad\n    intent: no_such_intent\n    goal: g\n    opening: o\n")
+        "domain: northwind\nscenarios:\n  - title: Bad\n    intent: no_such_intent\n"
+        "    goal: g\n    opening: o\n"
+    )
     result = run("scenarios", "import", "bad.yaml", "--db", "lib.db")
     assert result.exit_code == 1
     assert result.stderr.strip().count("\n") == 0
@@ -151,8 +220,12 @@ def test_bad_input_gets_one_line_and_exit_1(cwd):
 
 def test_unknown_ids_and_domains_are_clean_errors(cwd):
     run("init", "--db", "lib.db")
-    for args in (("strategies", "show", "99"), ("scenarios", "show", "99"), ("runs", "show", "9"),
-                 ("grow", "--domain", "nope")):
+    for args in (
+        ("strategies", "show", "99"),
+        ("scenarios", "show", "99"),
+        ("runs", "show", "9"),
+        ("grow", "--domain", "nope"),
+    ):
         result = run(*args, "--db", "lib.db")
         assert result.exit_code == 1, args
         assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1
@@ -176,8 +249,12 @@ def test_unusable_model_stops_the_run_with_one_line(cwd, scripted):
     from strategist.errors import ModelUnavailableError
     from strategist.models import ScriptedModel
 
-    register_model("scripted/broken", ScriptedModel(
-        [ModelUnavailableError("scripted/broken", "authentication failed")] * 3, name="scripted/broken"))
+    register_model(
+        "scripted/broken",
+        ScriptedModel(
+            [ModelUnavailableError("scripted/broken", "authentication failed")] * 3, name="scripted/broken"
+        ),
+    )
     try:
         run("init", "--db", "lib.db")
         args = [a for a in scripted if not a.startswith("--student")] + ["--student=scripted/broken"]
@@ -186,5 +263,7 @@ def test_unusable_model_stops_the_run_with_one_line(cwd, scripted):
         unregister_model("scripted/broken")
     assert result.exit_code == 1
     assert result.stderr == "error: model scripted/broken: authentication failed\n"
-    status, reason = sqlite3.connect(cwd / "lib.db").execute("select status, stop_reason from runs").fetchone()
+    status, reason = (
+        sqlite3.connect(cwd / "lib.db").execute("select status, stop_reason from runs").fetchone()
+    )
     assert status == "failed" and "authentication failed" in reason

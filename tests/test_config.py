@@ -57,7 +57,9 @@ def test_missing_settings_file_means_defaults(tmp_path):
 
 
 def test_precedence_flag_env_file_default(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         [roles.teacher]
         model = "openai/file-teacher"
         api_base = "http://file-teacher/v1"
@@ -68,7 +70,8 @@ def test_precedence_flag_env_file_default(tmp_path):
 
         [roles.customer]
         model = "openai/file-customer"
-    """)
+    """,
+    )
     settings = load_settings(path)
     env = {
         "STRATEGIST_TEACHER_MODEL": "openai/env-teacher",
@@ -106,7 +109,9 @@ def test_resolve_roles_reads_os_environ_by_default(monkeypatch):
 
 
 def test_file_options_are_read(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         db = "data/my.db"
         domain = "northwind"
 
@@ -115,12 +120,17 @@ def test_file_options_are_read(tmp_path):
         api_key_env = "MY_JUDGE_KEY"
         json_mode = "object"
         timeout = 30
-    """)
+    """,
+    )
     s = load_settings(path)
     assert (s.db, s.domain) == ("data/my.db", "northwind")
     judge = s.role("judge")
-    assert judge.options() == {"api_base": None, "api_key_env": "MY_JUDGE_KEY", "json_mode": "object",
-                               "timeout": 30.0}
+    assert judge.options() == {
+        "api_base": None,
+        "api_key_env": "MY_JUDGE_KEY",
+        "json_mode": "object",
+        "timeout": 30.0,
+    }
     assert s.role("teacher") == RoleConfig()
 
 
@@ -143,10 +153,13 @@ def test_invalid_toml_names_the_file(tmp_path):
 
 
 def test_unknown_role_key_names_file_and_field(tmp_path):
-    path = write(tmp_path, """
+    path = write(
+        tmp_path,
+        """
         [roles.teacher]
         modle = "openai/typo"
-    """)
+    """,
+    )
     with pytest.raises(ConfigError) as info:
         load_settings(path)
     msg = str(info.value)
@@ -262,11 +275,23 @@ def test_resolving_models_imports_neither_litellm_nor_llama_cpp():
         }))
     """)
     env = {**os.environ, "LITELLM_LOCAL_MODEL_COST_MAP": "True"}
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                         timeout=60, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result == {"type": "LiteLLMModel", "api_base": "http://127.0.0.1:9/v1",
-                      "embedded": "EmbeddedModel", "litellm": False, "llama_cpp": False}
+    assert result == {
+        "type": "LiteLLMModel",
+        "api_base": "http://127.0.0.1:9/v1",
+        "embedded": "EmbeddedModel",
+        "litellm": False,
+        "llama_cpp": False,
+    }
 
 
 def test_register_model_overrides_and_unregister_restores():

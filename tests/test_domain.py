@@ -155,8 +155,11 @@ def test_merged_with_puts_domain_defaults_first_without_repeats():
         {"must_say": ["hello"], "must_not_say": ["I guarantee", {"regex": "VIP\\d+"}], "rubric": ["r1", "r2"]}
     )
     own = SuccessCriteria.model_validate(
-        {"must_say": ["store credit", "hello"], "must_not_say": ["I guarantee", "refund issued"],
-         "rubric": ["r2", "r3"]}
+        {
+            "must_say": ["store credit", "hello"],
+            "must_not_say": ["I guarantee", "refund issued"],
+            "rubric": ["r2", "r3"],
+        }
     )
     merged = own.merged_with(defaults)
     assert [c.label for c in merged.must_say] == ["hello", "store credit"]
@@ -168,8 +171,11 @@ def test_merged_with_puts_domain_defaults_first_without_repeats():
 
 
 def test_scenario_criteria_merge_domain_defaults(northwind):
-    s = Scenario.model_validate(scenario_data(intent="size_exchange", persona={},
-                                              success={"must_say": ["exchange"], "rubric": ["own item"]}))
+    s = Scenario.model_validate(
+        scenario_data(
+            intent="size_exchange", persona={}, success={"must_say": ["exchange"], "rubric": ["own item"]}
+        )
+    )
     crit = s.criteria(northwind)
     assert crit.rubric[: len(northwind.success_criteria.rubric)] == northwind.success_criteria.rubric
     assert crit.rubric[-1] == "own item"
@@ -276,8 +282,9 @@ def test_missing_file_is_an_input_error(tmp_path):
 
 
 def test_scenario_with_unknown_intent_names_field(tmp_path, acme):
-    path = write_yaml(tmp_path / "scenarios.yaml",
-                      {"domain": "acme", "scenarios": [scenario_data(intent="teleport")]})
+    path = write_yaml(
+        tmp_path / "scenarios.yaml", {"domain": "acme", "scenarios": [scenario_data(intent="teleport")]}
+    )
     with pytest.raises(InputError) as info:
         load_scenario_set(path, acme)
     msg = str(info.value)
@@ -310,8 +317,9 @@ def test_scenario_set_for_another_domain_is_rejected(tmp_path, acme):
 
 
 def test_scenario_set_without_domain_check_is_not_validated_against_one(tmp_path):
-    path = write_yaml(tmp_path / "scenarios.yaml",
-                      {"domain": "other", "scenarios": [scenario_data(intent="anything")]})
+    path = write_yaml(
+        tmp_path / "scenarios.yaml", {"domain": "other", "scenarios": [scenario_data(intent="anything")]}
+    )
     domain_id, scenarios = load_scenario_set(path)
     assert domain_id == "other"
     assert [s.domain for s in scenarios] == ["other"]

@@ -14,13 +14,13 @@ import pytest
 
 pytest.importorskip("llama_cpp")
 
-from strategist.core.dialogue import Dialogue, Judgement, Turn  # noqa: E402
-from strategist.errors import ModelUnavailableError, StructuredOutputError  # noqa: E402
-from strategist.models import resolve_model  # noqa: E402
-from strategist.models.base import Sampling, TokenLogprobs  # noqa: E402
-from strategist.models.embedded import SMOLLM2_FILE, EmbeddedModel, smollm2_path  # noqa: E402
-from strategist.packs import load_domain, load_scenario_set  # noqa: E402
-from strategist.roles import Judge  # noqa: E402
+from strategist.core.dialogue import Dialogue, Judgement, Turn
+from strategist.errors import ModelUnavailableError, StructuredOutputError
+from strategist.models import resolve_model
+from strategist.models.base import Sampling, TokenLogprobs
+from strategist.models.embedded import SMOLLM2_FILE, EmbeddedModel, smollm2_path
+from strategist.packs import load_domain, load_scenario_set
+from strategist.roles import Judge
 
 pytestmark = pytest.mark.embedded
 
@@ -97,13 +97,9 @@ async def test_same_seed_same_text_with_or_without_logprobs(model):
     assert with_lp.logprobs
 
 
-@pytest.mark.xfail(
-    reason="BUG: _top_logprobs reads the chosen token from llama._input_ids, which lacks the last sampled "
-    "token (never evaluated when generation stops at max_tokens), so it falls back to the argmax: at "
-    "temperature > 0 the last TokenLogprobs names a token that is not in the text",
-    strict=True,
-)
 async def test_logprob_tokens_spell_the_sampled_text(model):
+    # Regression: the last token used to be read from llama._input_ids, which lacks a token
+    # sampled at max_tokens (never evaluated), so the argmax was reported instead.
     msgs = [{"role": "user", "content": "Tell me about the sea."}]
     mismatches = []
     for seed in range(6):
@@ -115,17 +111,18 @@ async def test_logprob_tokens_spell_the_sampled_text(model):
     assert not mismatches
 
 
-@pytest.mark.xfail(
-    reason="BUG: when generation ends at the end-of-sequence token, _top_logprobs also returns an entry "
-    "for that EOS step (token ''), one more than completion_tokens",
-    strict=True,
-)
 async def test_one_logprob_entry_per_generated_token(model):
-    c = await model.complete([{"role": "user", "content": "Say yes."}],
-                             Sampling(temperature=0.0, max_tokens=40, top_logprobs=3))
-    assert c.completion_tokens < 40, "this test needs a reply that ends on its own"
-    assert c.logprobs is not None
-    assert len(c.logprobs) == c.completion_tokens
+    # Regression: a reply that ends at the end-of-sequence token used to get an extra '' entry.
+    ended = []
+    for seed in range(6):
+        c = await model.complete(
+            [{"role": "user", "content": "Say yes."}],
+            Sampling(temperature=1.5, max_tokens=30, seed=seed, top_logprobs=3),
+        )
+        if c.completion_tokens < 30:  # ended on its own, at the end-of-sequence token
+            ended.append(c)
+    assert ended, "this test needs replies that end on their own"
+    assert [len(c.logprobs or []) for c in ended] == [c.completion_tokens for c in ended]
 
 
 def test_smollm2_path_finds_the_shipped_file(monkeypatch):
@@ -139,7 +136,7 @@ def test_smollm2_path_finds_the_shipped_file(monkeypatch):
 def test_smollm2_path_override_to_missing_file_is_unavailable(monkeypatch, tmp_path):
     missing = tmp_path / "nope.gguf"
     monkeypatch.setenv("STRATEGIST_EMBEDDED_MODEL_PATH", str(missing))
-    with pytest.raises(ModelUnavailableError, match="nope.gguf"):
+    with pytest.raises(ModelUnavailableError, match=r"nope\.gguf"):
         smollm2_path()
     # The model object resolves its path lazily and fails the same way on first use.
     with pytest.raises(ModelUnavailableError):
@@ -164,11 +161,17 @@ async def test_judge_with_embedded_model_rates_by_logprobs(model):
     domain = load_domain(NORTHWIND / "domain.yaml")
     _, scenarios = load_scenario_set(NORTHWIND / "scenarios.yaml", domain)
     scenario = next(s for s in scenarios if s.intent == "size_exchange")
-    dialogue = Dialogue(seed=1, turns=[
-        Turn(role="customer", content=scenario.opening),
-        Turn(role="student", content="Happy to help with a size exchange! Could you share your order number "
-                                     "and the email on the order?"),
-    ])
+    dialogue = Dialogue(
+        seed=1,
+        turns=[
+            Turn(role="customer", content=scenario.opening),
+            Turn(
+                role="student",
+                content="Happy to help with a size exchange! Could you share your order number "
+                "and the email on the order?",
+            ),
+        ],
+    )
     judge = Judge(model, domain)
     errors: list[StructuredOutputError] = []
     judgement = None

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 pytest.importorskip("llama_cpp")
 
-from strategist.cli import app  # noqa: E402
+from strategist.cli import app
 
 
 @pytest.mark.embedded
@@ -20,9 +20,31 @@ def test_one_round_grow_on_the_embedded_model(tmp_path, monkeypatch):
         monkeypatch.delenv(f"STRATEGIST_{role}_MODEL", raising=False)
     runner = CliRunner()
     assert runner.invoke(app, ["init", "--db", "e.db"]).exit_code == 0
-    result = runner.invoke(app, ["grow", "--db", "e.db", "--rounds", "1", "--scenarios", "2", "--generate", "1",
-                                 "--samples", "1", "--variants", "0", "--regression", "0", "--max-turns", "1",
-                                 "--max-strategies", "1", "--json"])
+    result = runner.invoke(
+        app,
+        [
+            "grow",
+            "--db",
+            "e.db",
+            "--rounds",
+            "1",
+            "--scenarios",
+            "2",
+            "--generate",
+            "1",
+            "--samples",
+            "1",
+            "--variants",
+            "0",
+            "--regression",
+            "0",
+            "--max-turns",
+            "1",
+            "--max-strategies",
+            "1",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["status"] == "completed" and summary["rounds_completed"] == 1
@@ -37,7 +59,9 @@ def test_one_round_grow_on_the_embedded_model(tmp_path, monkeypatch):
     tokens = db.execute("select sum(prompt_tokens), sum(completion_tokens) from llm_calls").fetchone()
     assert tokens[0] > 1000 and tokens[1] > 0
 
-    dialogues = db.execute("select id, turns, ended_by, seed from dialogues where run_id = ?", (run_id,)).fetchall()
+    dialogues = db.execute(
+        "select id, turns, ended_by, seed from dialogues where run_id = ?", (run_id,)
+    ).fetchall()
     assert len(dialogues) == summary["dialogues"] >= 2
     for _id, turns, ended_by, _seed in dialogues:
         turns = json.loads(turns)

@@ -14,8 +14,13 @@ from strategist.models.base import Sampling
 pytestmark = pytest.mark.server
 
 OK_BODY = {
-    "id": "x", "object": "chat.completion", "created": 0, "model": "m",
-    "choices": [{"index": 0, "message": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}],
+    "id": "x",
+    "object": "chat.completion",
+    "created": 0,
+    "model": "m",
+    "choices": [
+        {"index": 0, "message": {"role": "assistant", "content": "hello there"}, "finish_reason": "stop"}
+    ],
     "usage": {"prompt_tokens": 7, "completion_tokens": 2, "total_tokens": 9},
 }
 
@@ -29,7 +34,7 @@ class Server:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+            def do_POST(self) -> None:
                 length = int(self.headers.get("content-length", 0))
                 outer.requests.append(json.loads(self.rfile.read(length) or b"{}"))
                 status, body = outer.script.pop(0) if outer.script else (200, OK_BODY)
@@ -66,8 +71,9 @@ def _model(server, **kw):
 
 
 async def test_completion_and_request_shape(server):
-    c = await _model(server).complete([{"role": "user", "content": "hi"}],
-                                      Sampling(temperature=0.2, max_tokens=12, seed=5))
+    c = await _model(server).complete(
+        [{"role": "user", "content": "hi"}], Sampling(temperature=0.2, max_tokens=12, seed=5)
+    )
     assert c.text == "hello there" and (c.prompt_tokens, c.completion_tokens) == (7, 2)
     sent = server.requests[-1]
     assert sent["messages"] == [{"role": "user", "content": "hi"}]
@@ -98,6 +104,7 @@ async def test_rejected_credentials_are_fatal_not_retried(server):
 
 async def test_json_mode_object_sends_the_schema(server):
     schema = json.dumps({"type": "object", "properties": {"a": {"type": "string"}}})
-    await _model(server, json_mode="object").complete([{"role": "user", "content": "json"}],
-                                                       Sampling(json_schema=schema))
+    await _model(server, json_mode="object").complete(
+        [{"role": "user", "content": "json"}], Sampling(json_schema=schema)
+    )
     assert server.requests[-1]["response_format"] == {"type": "json_object", "schema": json.loads(schema)}

@@ -61,8 +61,21 @@ def server(tmp_path_factory):
         pytest.skip(str(exc))
     port = free_port()
     log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1",
-           "--port", str(port), "--model_alias", "smollm2", "--n_ctx", "4096"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model_file),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--model_alias",
+        "smollm2",
+        "--n_ctx",
+        "4096",
+    ]
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -70,16 +83,21 @@ def server(tmp_path_factory):
             deadline = time.monotonic() + STARTUP_SECONDS
             while True:
                 if proc.poll() is not None:
-                    pytest.fail(f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}"
+                    )
                 try:
                     r = httpx.get(f"{base}/v1/models", timeout=2)
-                    if r.status_code == 200 and any(m.get("id") == "smollm2" for m in r.json().get("data", [])):
+                    ids = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
+                    if "smollm2" in ids:
                         break
                 except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    pytest.fail(f"llama_cpp.server not ready after {STARTUP_SECONDS} s:\n"
-                                f"{log_path.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"llama_cpp.server not ready after {STARTUP_SECONDS} s:\n"
+                        f"{log_path.read_text()[-2000:]}"
+                    )
                 time.sleep(0.3)
             yield base
         finally:
@@ -191,14 +209,32 @@ def test_cli_grow_with_student_on_server(server, tmp_path, monkeypatch):
     monkeypatch.setenv("STRATEGIST_STUDENT_MODEL", "openai/smollm2")
     monkeypatch.setenv("STRATEGIST_STUDENT_API_BASE", f"{server}/v1")
     db = tmp_path / "x.db"
-    args = ["grow", "--db", str(db), "--rounds", "1", "--scenarios", "1", "--generate", "0", "--samples", "1",
-            "--variants", "0", "--regression", "0", "--max-turns", "1", "--json"]
+    args = [
+        "grow",
+        "--db",
+        str(db),
+        "--rounds",
+        "1",
+        "--scenarios",
+        "1",
+        "--generate",
+        "0",
+        "--samples",
+        "1",
+        "--variants",
+        "0",
+        "--regression",
+        "0",
+        "--max-turns",
+        "1",
+        "--json",
+    ]
 
     result = CliRunner().invoke(app, args, catch_exceptions=False)
 
     assert result.exit_code == 0, result.output
     out = result.stdout
-    summary, _ = json.JSONDecoder().raw_decode(out[out.index("{"):])
+    summary, _ = json.JSONDecoder().raw_decode(out[out.index("{") :])
     assert summary["status"] == "completed"
     assert summary["dialogues"] >= 1
     assert summary["llm_calls"] >= 2
@@ -210,4 +246,3 @@ def test_cli_grow_with_student_on_server(server, tmp_path, monkeypatch):
     assert all(ok for _, _, ok in student_rows)
     assert all(model == "embedded/smollm2" for role, model, _ in rows if role != "student")
     assert any(role == "judge" for role, _, _ in rows)
-

@@ -16,8 +16,12 @@ def model_tables() -> dict[str, sa.Table]:
     """The tables declared in strategist/store/tables.py (robust to other tests adding models)."""
     out = {}
     for obj in vars(tables).values():
-        if (isinstance(obj, type) and issubclass(obj, SQLModel) and obj.__module__ == tables.__name__
-                and hasattr(obj, "__table__")):
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, SQLModel)
+            and obj.__module__ == tables.__name__
+            and hasattr(obj, "__table__")
+        ):
             out[obj.__table__.name] = obj.__table__
     return out
 
@@ -55,17 +59,21 @@ def test_migrated_schema_agrees_on_keys_nullability_and_indexes(engine):
             if not col.primary_key:
                 assert bool(db_cols[col.name]["nullable"]) == bool(col.nullable), f"{name}.{col.name}"
         assert insp.get_pk_constraint(name)["constrained_columns"] == [c.name for c in table.primary_key]
-        db_fks = sorted((tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
-                        for f in insp.get_foreign_keys(name))
-        model_fks = sorted(((fk.parent.name,), fk.column.table.name, (fk.column.name,))
-                           for fk in table.foreign_keys)
+        db_fks = sorted(
+            (tuple(f["constrained_columns"]), f["referred_table"], tuple(f["referred_columns"]))
+            for f in insp.get_foreign_keys(name)
+        )
+        model_fks = sorted(
+            ((fk.parent.name,), fk.column.table.name, (fk.column.name,)) for fk in table.foreign_keys
+        )
         assert db_fks == model_fks, name
         db_idx = sorted(tuple(i["column_names"]) for i in insp.get_indexes(name))
         model_idx = sorted(tuple(c.name for c in i.columns) for i in table.indexes)
         assert db_idx == model_idx, name
         db_uq = sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(name))
-        model_uq = sorted(tuple(c.name for c in u.columns) for u in table.constraints
-                          if isinstance(u, sa.UniqueConstraint))
+        model_uq = sorted(
+            tuple(c.name for c in u.columns) for u in table.constraints if isinstance(u, sa.UniqueConstraint)
+        )
         assert db_uq == model_uq, name
 
 

@@ -12,9 +12,12 @@ from strategist.models import ScriptedModel
 from strategist.prompting import PROMPTS_DIR, render, set_prompt_dirs
 from strategist.roles import Customer, Student
 
-STRATEGY = StrategyText(id=3, trigger="When the customer asks for cash after day 30",
-                        guidance="Offer store credit instead of a card refund.",
-                        example="I can offer store credit for this return.")
+STRATEGY = StrategyText(
+    id=3,
+    trigger="When the customer asks for cash after day 30",
+    guidance="Offer store credit instead of a card refund.",
+    example="I can offer store credit for this return.",
+)
 STRATEGY_NO_EXAMPLE = StrategyText(id=4, trigger="When a code is requested", guidance="Only SORRY10 exists.")
 
 
@@ -29,36 +32,57 @@ def reset_prompt_dirs(monkeypatch):
 
 @pytest.fixture
 def scenario() -> Scenario:
-    return Scenario.model_validate({
-        "domain": "northwind",
-        "title": "Late refund",
-        "intent": "refund_late_return",
-        "persona": {"mood": "angry", "tech_savvy": "low", "loyalty": "long-time"},
-        "goal": "Get a card refund for a jacket delivered 45 days ago.",
-        "known_facts": ["Order NW-48213, email dana@example.com"],
-        "hidden_facts": ["The jacket still has its tags."],
-        "opening": "I want my money back!",
-        "success": {"rubric": ["Asks for the order number."]},
-    })
+    return Scenario.model_validate(
+        {
+            "domain": "northwind",
+            "title": "Late refund",
+            "intent": "refund_late_return",
+            "persona": {"mood": "angry", "tech_savvy": "low", "loyalty": "long-time"},
+            "goal": "Get a card refund for a jacket delivered 45 days ago.",
+            "known_facts": ["Order NW-48213, email dana@example.com"],
+            "hidden_facts": ["The jacket still has its tags."],
+            "opening": "I want my money back!",
+            "success": {"rubric": ["Asks for the order number."]},
+        }
+    )
 
 
 def variables(domain, scenario) -> dict[str, dict]:
     """What the roles pass to each template (see strategist/roles/ and strategist/structured.py)."""
-    dlg = Dialogue(seed=1, turns=[Turn(role="customer", content="Refund me."),
-                                  Turn(role="student", content="Sorry, store credit only.")])
+    dlg = Dialogue(
+        seed=1,
+        turns=[
+            Turn(role="customer", content="Refund me."),
+            Turn(role="student", content="Sorry, store credit only."),
+        ],
+    )
     return {
         "customer_system.j2": {"domain": domain, "scenario": scenario, "stop_marker": domain.stop_marker},
         "student_system.j2": {"domain": domain, "strategies": [STRATEGY]},
-        "judge_verdict.j2": {"domain": domain, "scenario": scenario,
-                             "transcript": dlg.transcript(numbered=True),
-                             "rubric": scenario.criteria(domain).rubric, "student_turns": 1},
+        "judge_verdict.j2": {
+            "domain": domain,
+            "scenario": scenario,
+            "transcript": dlg.transcript(numbered=True),
+            "rubric": scenario.criteria(domain).rubric,
+            "student_turns": 1,
+        },
         "judge_rating.j2": {"domain": domain, "scenario": scenario, "transcript": dlg.transcript()},
-        "teacher_scenario.j2": {"domain": domain, "persona": {"mood": "calm", "loyalty": "first-time"},
-                                "intent": domain.intent("size_exchange"), "difficulty": "hard",
-                                "avoid": ["Simple boot size exchange"]},
-        "teacher_coach.j2": {"domain": domain, "scenario": scenario, "prefix": "Customer: Refund me.",
-                             "student_reply": "STUDENT-SAID", "reference_reply": "EXPERT-SAID",
-                             "critique": "CRITIQUE-TEXT", "max_strategies": 2},
+        "teacher_scenario.j2": {
+            "domain": domain,
+            "persona": {"mood": "calm", "loyalty": "first-time"},
+            "intent": domain.intent("size_exchange"),
+            "difficulty": "hard",
+            "avoid": ["Simple boot size exchange"],
+        },
+        "teacher_coach.j2": {
+            "domain": domain,
+            "scenario": scenario,
+            "prefix": "Customer: Refund me.",
+            "student_reply": "STUDENT-SAID",
+            "reference_reply": "EXPERT-SAID",
+            "critique": "CRITIQUE-TEXT",
+            "max_strategies": 2,
+        },
         "structured_output.j2": {"schema": '{"type":"object"}'},
         "reask.j2": {"error": "a: field required"},
     }
@@ -77,8 +101,10 @@ def test_every_template_renders_with_what_the_code_passes(name, northwind, scena
     assert "{{" not in text and "{%" not in text
 
 
-@pytest.mark.parametrize("name", ["student_system.j2", "judge_verdict.j2", "judge_rating.j2",
-                                  "teacher_scenario.j2", "teacher_coach.j2"])
+@pytest.mark.parametrize(
+    "name",
+    ["student_system.j2", "judge_verdict.j2", "judge_rating.j2", "teacher_scenario.j2", "teacher_coach.j2"],
+)
 def test_policy_is_in_prompts_that_need_it(name, northwind, scenario):
     text = render(name, **variables(northwind, scenario)[name])
     assert northwind.policy.strip() in text
@@ -176,8 +202,14 @@ def test_structured_and_reask_templates():
 
 def test_teacher_scenario_cell_persona_renders(northwind):
     cell = Cell({"mood": "angry", "tech_savvy": "high", "loyalty": "long-time"}, "damaged_item")
-    text = render("teacher_scenario.j2", domain=northwind, persona=cell.persona,
-                  intent=northwind.intent(cell.intent), difficulty="easy", avoid=[])
+    text = render(
+        "teacher_scenario.j2",
+        domain=northwind,
+        persona=cell.persona,
+        intent=northwind.intent(cell.intent),
+        difficulty="easy",
+        avoid=[],
+    )
     assert "mood: angry; tech_savvy: high; loyalty: long-time" in text
 
 

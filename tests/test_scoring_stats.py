@@ -31,8 +31,12 @@ def criteria(must_say=(), must_not_say=()) -> SuccessCriteria:
 
 
 def test_must_say_found_in_any_agent_turn():
-    d = dialogue(("customer", "Hi"), ("student", "Hello, how can I help?"),
-                 ("customer", "refund please"), ("student", "I can offer Store Credit."))
+    d = dialogue(
+        ("customer", "Hi"),
+        ("student", "Hello, how can I help?"),
+        ("customer", "refund please"),
+        ("student", "I can offer Store Credit."),
+    )
     [res] = run_checks(d, criteria(must_say=["store credit"]))
     assert res == CheckResult(kind="must_say", check="store credit", passed=True)
 
@@ -61,8 +65,10 @@ def test_customer_turns_are_ignored():
 def test_run_checks_order_and_regex_label():
     d = dialogue(("student", "Order NW-12345 found."))
     crit = SuccessCriteria.model_validate(
-        {"must_say": [{"regex": r"NW-\d{5}"}, "found"],
-         "must_not_say": [{"regex": "VIP\\d", "description": "code"}]}
+        {
+            "must_say": [{"regex": r"NW-\d{5}"}, "found"],
+            "must_not_say": [{"regex": "VIP\\d", "description": "code"}],
+        }
     )
     results = run_checks(d, crit)
     assert [(r.kind, r.check, r.passed) for r in results] == [
@@ -282,11 +288,17 @@ def test_most_similar():
 
 
 def small_domain(intents=("a", "b", "c"), moods=("calm", "angry"), loyalty=("new", "old")) -> Domain:
-    return Domain.model_validate({
-        "id": "d", "name": "D", "company": "C", "agent_role": "agent", "policy": "policy",
-        "persona_dimensions": {"mood": list(moods), "loyalty": list(loyalty)},
-        "intents": [{"id": i, "description": f"intent {i}"} for i in intents],
-    })
+    return Domain.model_validate(
+        {
+            "id": "d",
+            "name": "D",
+            "company": "C",
+            "agent_role": "agent",
+            "policy": "policy",
+            "persona_dimensions": {"mood": list(moods), "loyalty": list(loyalty)},
+            "intents": [{"id": i, "description": f"intent {i}"} for i in intents],
+        }
+    )
 
 
 def test_all_cells_is_the_cross_product():

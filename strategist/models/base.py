@@ -25,6 +25,16 @@ class Sampling:
     stop: tuple[str, ...] = ()
 
 
+def sampling_kwargs(s: Sampling) -> dict[str, Any]:
+    """The OpenAI-style request parameters every backend understands."""
+    kwargs: dict[str, Any] = {"temperature": s.temperature, "max_tokens": s.max_tokens}
+    if s.seed is not None:
+        kwargs["seed"] = s.seed
+    if s.stop:
+        kwargs["stop"] = list(s.stop)
+    return kwargs
+
+
 @dataclass
 class TokenLogprobs:
     """One generated token with the log-probabilities of its top alternatives."""

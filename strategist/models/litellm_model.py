@@ -26,6 +26,7 @@ from .base import (
     get_field,
     normalise_messages,
     parse_openai_logprobs,
+    sampling_kwargs,
 )
 
 _litellm: Any = None
@@ -119,15 +120,10 @@ class LiteLLMModel(ChatModel):
         kwargs: dict[str, Any] = {
             "model": self.name,
             "messages": normalise_messages(messages),
-            "temperature": s.temperature,
-            "max_tokens": s.max_tokens,
+            **sampling_kwargs(s),
             "timeout": self.timeout,
             **self.extra,
         }
-        if s.seed is not None:
-            kwargs["seed"] = s.seed
-        if s.stop:
-            kwargs["stop"] = list(s.stop)
         if s.top_logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = s.top_logprobs
