@@ -7,8 +7,8 @@ from typing import Annotated
 
 import typer
 
+from . import audit, records, runtime
 from . import grow as _grow
-from . import records
 from .common import DbOption, DomainOption, StrategistGroup, console
 
 app = typer.Typer(
@@ -24,6 +24,8 @@ app.add_typer(records.scenarios_app, name="scenarios")
 app.add_typer(records.strategies_app, name="strategies")
 app.add_typer(records.runs_app, name="runs")
 app.add_typer(records.domains_app, name="domains")
+audit.register(app)
+runtime.register(app)
 
 
 @app.command()

@@ -204,6 +204,16 @@ def m001_initial(conn: Connection) -> None:
     md.create_all(conn)
 
 
+@migration
+def m002_strategy_search(conn: Connection) -> None:
+    """Reserved for the run-time retrieval index (inference work)."""
+
+
+@migration
+def m003_audit(conn: Connection) -> None:
+    """Reserved for audit columns and tables (audit work)."""
+
+
 _applied_table = sa.Table(
     "schema_migrations",
     sa.MetaData(),

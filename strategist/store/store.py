@@ -16,6 +16,8 @@ from ..core.dialogue import Dialogue, Judgement, StrategyText
 from ..core.domain import Domain, Scenario, persona_key
 from ..errors import NotFoundError, StrategistError
 from . import migrations
+from .audit import AuditStoreMixin
+from .search import SearchStoreMixin
 from .tables import (
     CandidateRow,
     DialogueRow,
@@ -62,7 +64,7 @@ def make_engine(target: str | Path) -> Engine:
     return sa.create_engine(url, pool_pre_ping=True)
 
 
-class Store:
+class Store(SearchStoreMixin, AuditStoreMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
