@@ -11,6 +11,9 @@ from strategist.errors import StrategistError
 from strategist.store import Store, migrations
 from strategist.store.store import make_engine
 
+ALL_MIGRATIONS = [name for name, _ in migrations.MIGRATIONS]
+assert ALL_MIGRATIONS[0] == "m001_initial"
+
 
 def model_tables() -> dict[str, sa.Table]:
     """The tables declared in strategist/store/tables.py (robust to other tests adding models)."""
@@ -41,7 +44,7 @@ def test_model_tables_are_in_sqlmodel_metadata():
 
 
 def test_migrate_creates_every_table_with_the_same_columns(engine):
-    assert migrations.migrate(engine) == ["m001_initial"]
+    assert migrations.migrate(engine) == ALL_MIGRATIONS
     insp = sa.inspect(engine)
     expected = model_tables()
     assert set(insp.get_table_names()) == set(expected) | {"schema_migrations"}
@@ -80,10 +83,10 @@ def test_migrated_schema_agrees_on_keys_nullability_and_indexes(engine):
 def test_migration_is_recorded(engine):
     assert migrations.applied(engine) == []
     migrations.migrate(engine)
-    assert migrations.applied(engine) == ["m001_initial"]
+    assert migrations.applied(engine) == ALL_MIGRATIONS
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT name, applied_at FROM schema_migrations")).all()
-    assert [r[0] for r in rows] == ["m001_initial"]
+    assert [r[0] for r in rows] == ALL_MIGRATIONS
     assert rows[0][1] is not None
 
 
@@ -100,7 +103,7 @@ def test_second_migrate_applies_nothing_and_keeps_rows(tmp_path, northwind):
         assert again.migrate() == []
         assert [d.id for d in again.list_domains()] == ["northwind"]
         assert again.get_domain("northwind") == northwind
-        assert migrations.applied(again.engine) == ["m001_initial"]
+        assert migrations.applied(again.engine) == ALL_MIGRATIONS
     finally:
         again.close()
 
@@ -108,7 +111,7 @@ def test_second_migrate_applies_nothing_and_keeps_rows(tmp_path, northwind):
 def test_store_open_applies_migrations(tmp_path):
     store = Store.open(tmp_path / "fresh.db")
     try:
-        assert migrations.applied(store.engine) == ["m001_initial"]
+        assert migrations.applied(store.engine) == ALL_MIGRATIONS
         assert set(model_tables()) <= set(sa.inspect(store.engine).get_table_names())
     finally:
         store.close()
