@@ -79,12 +79,13 @@ def resolve_roles(
     for role in ROLES:
         cfg = settings.role(role).model_copy()
         prefix = f"STRATEGIST_{role.upper()}_"
-        if env.get(prefix + "MODEL"):
-            cfg.model = env[prefix + "MODEL"]
+        model = flags.get(role) or env.get(prefix + "MODEL")
+        if model and model != cfg.model:
+            # Another model than the file's: the file's api_base, key variable and JSON mode
+            # belong to that other model, so they do not carry over.
+            cfg = RoleConfig(model=str(model))
         if env.get(prefix + "API_BASE"):
             cfg.api_base = env[prefix + "API_BASE"]
-        if flags.get(role):
-            cfg.model = str(flags[role])
         out[role] = cfg
     return out
 

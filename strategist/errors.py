@@ -78,14 +78,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(text.split())
 
 
-def describe_validation_error(source: str, err: Any) -> InputError:
-    """Turn the first pydantic ValidationError entry into an InputError naming file and field."""
-    first = err.errors()[0]
-    loc = first.get("loc", ())
+def format_loc(loc: Any) -> str:
+    """A pydantic error location as a path: ``intents[2].id``."""
     field = ""
     for part in loc:
         if isinstance(part, int):
             field += f"[{part}]"
-        else:
+        elif part != "[key]":  # pydantic's marker for an invalid mapping key: the key itself is named
             field += ("." if field else "") + str(part)
-    return InputError(source, field or "(top level)", first.get("msg", "invalid"))
+    return field or "(top level)"
+
+
+def describe_validation_error(source: str, err: Any) -> InputError:
+    """Turn the first pydantic ValidationError entry into an InputError naming file and field."""
+    first = err.errors()[0]
+    return InputError(source, format_loc(first.get("loc", ())), first.get("msg", "invalid"))

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from .errors import StructuredOutputError
+from .errors import StructuredOutputError, format_loc
 from .models.base import ChatModel, Completion, Message, Sampling
 from .prompting import render
 
@@ -88,8 +88,7 @@ def _error_summary(exc: Exception) -> str:
     if isinstance(exc, ValidationError):
         parts = []
         for e in exc.errors()[:3]:
-            loc = ".".join(str(p) for p in e.get("loc", ())) or "(top level)"
-            parts.append(f"{loc}: {e.get('msg')}")
+            parts.append(f"{format_loc(e.get('loc', ()))}: {e.get('msg')}")
         return "; ".join(parts)
     return " ".join(str(exc).split())
 

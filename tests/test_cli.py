@@ -102,7 +102,8 @@ def test_grow_then_list_and_show(cwd, scripted):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["status"] == "completed" and summary["accepted"] == 1
-    assert summary["dialogues"] == 6 and summary["llm_calls"] > 0
+    # 3 selection dialogues, then 3 fresh pairs for the gate.
+    assert summary["dialogues"] == 9 and summary["llm_calls"] > 0
 
     listed = json.loads(run("strategies", "list", "--db", "lib.db", "--json").stdout)
     assert isinstance(listed, list) and len(listed) == 1

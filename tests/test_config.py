@@ -81,11 +81,15 @@ def test_precedence_flag_env_file_default(tmp_path):
     flags = {"teacher": "openai/flag-teacher", "student": None}
     roles = resolve_roles(flags, settings, env=env)
     assert roles["teacher"].model == "openai/flag-teacher"  # flag > env > file
-    assert roles["teacher"].api_base == "http://file-teacher/v1"  # no env api_base: file's stays
+    # The file's api_base belongs to the file's model: it does not carry over to another model.
+    assert roles["teacher"].api_base is None
     assert roles["student"].model == "openai/env-student"  # env > file
     assert roles["student"].api_base == "http://env-student/v1"
     assert roles["customer"].model == "openai/file-customer"  # file > default
     assert roles["judge"].model == DEFAULT_MODEL  # default
+    # Naming the file's own model again keeps the file's connection options.
+    same = resolve_roles({"teacher": "openai/file-teacher"}, settings, env={})
+    assert same["teacher"].api_base == "http://file-teacher/v1"
     # resolving does not change the settings it was given
     assert settings.role("teacher").model == "openai/file-teacher"
     assert settings.role("student").api_base == "http://file-student/v1"

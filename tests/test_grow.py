@@ -154,10 +154,12 @@ async def test_same_customer_seeds_on_both_sides(store, domain):
     store.add_scenario(_scenario(domain))
     customer = world.Customer()
     await _grow(store, domain, world.HELPFUL, customer=customer, samples=2)
-    # Baseline dialogues first (2 samples), then the candidate's: the seed sequence repeats.
-    assert len(customer.seeds) == 4
-    assert customer.seeds[:2] == customer.seeds[2:]
-    assert customer.seeds[0] != customer.seeds[1]
+    # Two selection dialogues, then the gate's pairs on fresh samples: without, with, without, with.
+    selection, gate = customer.seeds[:2], customer.seeds[2:]
+    assert len(gate) == 4
+    assert gate[0] == gate[1] and gate[2] == gate[3] and gate[0] != gate[2]
+    # The samples that made the scenario look weak are not reused to judge the candidate.
+    assert not set(selection) & set(gate)
 
 
 async def test_stop_marker_ends_the_dialogue(store, northwind):

@@ -134,7 +134,8 @@ def test_student_prompt_lists_strategies_when_given(northwind):
 
 def test_customer_prompt(northwind, scenario):
     msgs = Customer(ScriptedModel(), northwind).messages(scenario, [])
-    [system] = msgs
+    system, cue = msgs
+    assert cue["role"] == "user"  # chat templates want the first turn after the system to be the user's
     text = system["content"]
     assert system["role"] == "system"
     assert text.rstrip().endswith(northwind.stop_marker)
@@ -164,7 +165,8 @@ def test_customer_prompt_without_facts_has_no_fact_sections(northwind, scenario)
 def test_customer_messages_swap_roles(northwind, scenario):
     turns = [Turn(role="customer", content="hi"), Turn(role="student", content="hello")]
     msgs = Customer(ScriptedModel(), northwind).messages(scenario, turns)
-    assert [m["role"] for m in msgs] == ["system", "assistant", "user"]
+    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
+    assert [m["content"] for m in msgs[2:]] == ["hi", "hello"]
 
 
 def test_judge_verdict_numbers_rubric_items(northwind, scenario):

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Annotated
-
 import typer
 
+from ..errors import StrategistError
 from . import audit, records, runtime
 from . import grow as _grow
 from .common import DbOption, DomainOption, StrategistGroup, console
@@ -29,24 +27,27 @@ runtime.register(app)
 
 
 @app.command()
-def init(
-    db: DbOption = None,
-    domain: DomainOption = None,
-    config: Annotated[Path, typer.Option(help="Settings file to write.")] = Path("strategist.toml"),
-) -> None:
-    """Create strategist.toml (if missing) and the database, and load a domain pack."""
-    from ..config import DEFAULT_DB, default_config_text
+def init(db: DbOption = None, domain: DomainOption = None) -> None:
+    """Create strategist.toml (if missing) and the database, and load a domain pack.
+
+    The settings file is ./strategist.toml, or $STRATEGIST_CONFIG.
+    """
+    from ..config import config_path, default_config_text, load_settings, resolve_db
     from ..store import Store
     from .common import resolve_domain
 
-    db_path = db or DEFAULT_DB
+    config = config_path()
+    db_path = resolve_db(db, load_settings())
+    store = Store.open(db_path)  # first, so a bad path leaves no half-made setup behind
+    d = resolve_domain(store, domain)
     if config.exists():
         console.print(f"kept existing {config}")
     else:
-        config.write_text(default_config_text(db_path), encoding="utf-8")
+        try:
+            config.write_text(default_config_text(db_path), encoding="utf-8")
+        except OSError as exc:
+            raise StrategistError(f"{config}: cannot write: {exc.strerror}") from None
         console.print(f"wrote {config}")
-    store = Store.open(db_path)
-    d = resolve_domain(store, domain)
     n = len(store.list_scenarios(d.id))
     console.print(f"database {db_path}: domain '{d.id}' with {n} scenarios")
 
@@ -54,13 +55,18 @@ def init(
 @app.command()
 def path(db: DbOption = None) -> None:
     """Show where the settings file and the database are."""
+    import os
+
     from ..config import config_path, load_settings, resolve_db
     from ..packs import SHIPPED_DIR
+    from ..prompting import PROMPTS_DIR
 
     cfg = config_path()
     console.print(f"settings: {cfg.resolve()}{'' if cfg.exists() else ' (missing: defaults apply)'}")
     console.print(f"database: {resolve_db(db, load_settings())}")
     console.print(f"domain packs: {SHIPPED_DIR}")
+    override = os.environ.get("STRATEGIST_PROMPTS_DIR")
+    console.print(f"prompts: {PROMPTS_DIR}" + (f" (overridden from {override})" if override else ""))
 
 
 def main() -> None:

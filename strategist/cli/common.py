@@ -14,7 +14,7 @@ from typer.core import TyperGroup
 from ..errors import StrategistError, one_line
 
 if TYPE_CHECKING:
-    from ..core.domain import Domain
+    from ..core.domain import Domain, Scenario
     from ..store import Store
 
 console = Console()
@@ -63,8 +63,8 @@ def print_json(data: Any) -> None:
 def resolve_domain(store: Store, value: str | None, *, import_scenarios: bool = True) -> Domain:
     """A domain from the database, or loaded from a pack (and stored) if it is not there yet.
 
-    ``value`` falls back to strategist.toml, then to the only domain in the database, then to
-    the shipped 'northwind' pack.
+    ``value`` falls back to strategist.toml, then to the only domain in the database, then (for
+    an empty database) to the shipped 'northwind' pack.
     """
     from ..config import load_settings
     from ..errors import NotFoundError
@@ -72,8 +72,12 @@ def resolve_domain(store: Store, value: str | None, *, import_scenarios: bool = 
 
     value = value or load_settings().domain
     if value is None:
-        known = store.list_domains()
-        value = known[0].id if len(known) == 1 else "northwind"
+        known = [d.id for d in store.list_domains()]
+        if len(known) > 1:
+            raise StrategistError(
+                f"the database holds several domains ({', '.join(known)}): choose one with --domain"
+            )
+        value = known[0] if known else "northwind"
     pack = find_pack(value)
     if pack is None:
         try:
@@ -83,13 +87,15 @@ def resolve_domain(store: Store, value: str | None, *, import_scenarios: bool = 
                 f"unknown domain '{value}': not in the database and no pack by that name"
             ) from None
     domain = load_domain(pack)
-    first_time = not any(d.id == domain.id for d in store.list_domains())
-    store.upsert_domain(domain)
     scen_file = pack.parent / "scenarios.yaml"
-    if import_scenarios and first_time and scen_file.is_file():
+    scenarios: list[Scenario] = []
+    # Validate the whole pack before storing any of it, and import its scenarios while the domain
+    # has none (a pack fixed after a failed load still gets them).
+    if import_scenarios and scen_file.is_file() and not store.list_scenarios(domain.id):
         _, scenarios = load_scenario_set(scen_file, domain)
-        for s in scenarios:
-            store.add_scenario(s)
+    store.upsert_domain(domain)
+    for s in scenarios:
+        store.add_scenario(s)
     return domain
 
 

@@ -7,26 +7,32 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DbOption, DomainOption, JsonOption, console, print_json
+from .common import DbOption, DomainOption, console, print_json
 
 ModelOption = Annotated[
-    str | None, typer.Option(help="Model for this role (default: settings, then embedded/smollm2).")
+    str | None,
+    typer.Option(
+        help="Model for this role: any litellm name or embedded/smollm2 (default: "
+        "$STRATEGIST_<ROLE>_MODEL, then strategist.toml, then embedded/smollm2)."
+    ),
 ]
 
 
 class RichReporter:
-    """Progress bars on a terminal; plain lines elsewhere (CI logs, pipes)."""
+    """Progress bars on a terminal; plain lines elsewhere (CI logs, pipes, nohup)."""
 
     def __init__(self) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+        self.live = console.is_terminal
         self.progress = Progress(
             TextColumn("{task.description}"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             console=console,
-            transient=False,
+            transient=True,
+            disable=not self.live,
         )
         self.task: Any = None
 
@@ -39,8 +45,10 @@ class RichReporter:
 
     def stage(self, name: str, total: int) -> None:
         if self.task is not None:
-            self.progress.update(self.task, completed=self.progress.tasks[-1].total)
+            self.progress.remove_task(self.task)
         self.task = self.progress.add_task(name, total=total)
+        if not self.live:
+            console.print(f"{name} ({total})")
 
     def advance(self, n: int = 1) -> None:
         if self.task is not None:
@@ -78,11 +86,28 @@ def grow(
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after this many tokens.")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Dialogues run at once.")] = 1,
     seed: Annotated[int, typer.Option(help="Run seed: same seed, same customer randomness.")] = 0,
+    no_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-cache",
+            help="Call the models even for requests already "
+            "answered (by default identical requests replay from the cache).",
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish the latest interrupted run (or --run ID) with its own settings; work already "
+            "stored is skipped and finished model calls replay from the cache.",
+        ),
+    ] = False,
+    run_id: Annotated[int | None, typer.Option("--run", help="With --resume: the run to finish.")] = None,
     teacher: ModelOption = None,
     student: ModelOption = None,
     customer: ModelOption = None,
     judge: ModelOption = None,
-    json_out: JsonOption = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the summary as a JSON object.")] = False,
 ) -> None:
     """Grow the strategy library: new scenarios, dialogues, coaching, and the gate."""
     from ..config import load_settings, resolve_roles
@@ -93,37 +118,46 @@ def grow(
     from .common import open_store, resolve_domain
 
     store = open_store(db)
-    dom = resolve_domain(store, domain)
-    if max_turns is not None:
-        dom = dom.model_copy(update={"max_turns": max_turns})
-    roles = resolve_roles(
-        {"teacher": teacher, "student": student, "customer": customer, "judge": judge}, load_settings()
-    )
+    flags = {"teacher": teacher, "student": student, "customer": customer, "judge": judge}
+    if resume:
+        run = _run_to_resume(store, run_id)
+        dom = store.get_domain(run.domain_id)
+        config = GrowConfig.from_dict(run.config)
+        # The run's own models, unless a flag says otherwise; connection options still come
+        # from the environment and strategist.toml.
+        flags = {r: flags[r] or run.config.get("models", {}).get(r) for r in flags}
+    else:
+        dom = resolve_domain(store, domain)
+        config = GrowConfig(
+            rounds=rounds,
+            scenarios=scenarios,
+            generate=(scenarios + 1) // 2 if generate is None else generate,
+            seed=seed,
+            cache=not no_cache,
+            weak_threshold=weak,
+            max_strategies=max_strategies,
+            concurrency=concurrency,
+            max_turns=max_turns,
+            gate=GateConfig(samples=samples, variants=variants, regression=regression, threshold=threshold),
+            budget=Budget(max_calls=max_calls, max_tokens=max_tokens),
+        )
+    roles = resolve_roles(flags, load_settings())
     # One model object per role, even when two roles share a name: each keeps its own state (KV cache).
     models = RoleModels(**{r: resolve_model(c.model, **c.options()) for r, c in roles.items()})
-    config = GrowConfig(
-        rounds=rounds,
-        scenarios=scenarios,
-        generate=(scenarios + 1) // 2 if generate is None else generate,
-        seed=seed,
-        weak_threshold=weak,
-        max_strategies=max_strategies,
-        concurrency=concurrency,
-        gate=GateConfig(samples=samples, variants=variants, regression=regression, threshold=threshold),
-        budget=Budget(max_calls=max_calls, max_tokens=max_tokens),
-    )
     if not json_out:
         console.print(
             f"growing domain [bold]{dom.id}[/] in {store.engine.url.database or store.engine.url}: "
             + ", ".join(f"{r}={c.model}" for r, c in roles.items())
         )
 
+    resume_run = run.id if resume else None
+
     async def go() -> Any:
         try:
             if json_out:
-                return await Grower(store, dom, models, config).run()
+                return await Grower(store, dom, models, config, resume_run=resume_run).run()
             with RichReporter() as rep:
-                return await Grower(store, dom, models, config, rep).run()
+                return await Grower(store, dom, models, config, rep, resume_run=resume_run).run()
         finally:
             for m in (models.teacher, models.student, models.customer, models.judge):
                 await m.aclose()
@@ -133,6 +167,29 @@ def grow(
         print_json(summary.as_dict())
     else:
         print_summary(summary.as_dict())
+    if summary.status == "failed":
+        raise typer.Exit(1)
+
+
+def _run_to_resume(store: Any, run_id: int | None) -> Any:
+    from ..errors import StrategistError
+
+    if run_id is not None:
+        run = store.get_run(run_id)
+    else:
+        unfinished = [r for r in store.list_runs() if r.status != "completed"]
+        if not unfinished:
+            raise StrategistError("no interrupted run to resume")
+        run = unfinished[-1]
+    if run.status == "completed":
+        raise StrategistError(f"run {run.id} is already completed")
+    return run
+
+
+def _cost(s: dict[str, Any]) -> str:
+    unknown = s.get("unpriced_calls", 0)
+    text = f"{s.get('cost_usd', 0.0):.4f}"
+    return text + (f" + {unknown} calls of unknown price" if unknown else "")
 
 
 def print_summary(s: dict[str, Any]) -> None:
@@ -151,8 +208,9 @@ def print_summary(s: dict[str, Any]) -> None:
         ("accepted (pending review)", s["accepted"]),
         ("merged / rejected by gate", f"{s['merged']} / {s['rejected']}"),
         ("recorded failures", s["failures"]),
-        ("LLM calls", s["llm_calls"]),
+        ("LLM calls (cache hits)", f"{s['llm_calls']} ({s.get('cache_hits', 0)})"),
         ("tokens", s["tokens"]),
+        ("cost (USD)", _cost(s)),
         ("time", f"{s['seconds']:.1f} s"),
     ]
     for k, v in rows:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,11 +11,17 @@ import typer
 from .common import DbOption, DomainOption, JsonOption, console, new_app, open_store, print_json, short, table
 
 scenarios_app = new_app("Scenarios: list, show, import.")
-strategies_app = new_app("Strategies: list and show the library.")
+strategies_app = new_app("Strategies: list, show, review, export and import the library.")
 runs_app = new_app("Runs: what each grow did and what it cost.")
 domains_app = new_app("Domains: the packs loaded in the database.")
 
 STATUSES = ("pending", "approved", "rejected", "retired")
+
+
+class Split(enum.StrEnum):
+    train = "train"
+    dev = "dev"
+    test = "test"
 
 
 # -- scenarios ---------------------------------------------------------------------------------
@@ -22,12 +29,12 @@ STATUSES = ("pending", "approved", "rejected", "retired")
 def scenarios_list(
     db: DbOption = None,
     domain: Annotated[str | None, typer.Option(help="Only this domain id.")] = None,
-    split: Annotated[str | None, typer.Option(help="Only this split: train, dev or test.")] = None,
+    split: Annotated[Split | None, typer.Option(help="Only this split.")] = None,
     json_out: JsonOption = False,
 ) -> None:
     """List scenarios."""
     store = open_store(db)
-    items = store.list_scenarios(domain, split)
+    items = store.list_scenarios(domain, split.value if split else None)
     if json_out:
         print_json([s.model_dump(mode="json") for s in items])
         return
@@ -105,34 +112,61 @@ def strategies_list(
     status: Annotated[
         list[str] | None, typer.Option(help=f"Only these statuses: {', '.join(STATUSES)}.")
     ] = None,
+    flagged: Annotated[
+        bool, typer.Option("--flagged", help="Only strategies the policy check found in conflict.")
+    ] = False,
     json_out: JsonOption = False,
 ) -> None:
-    """List strategies."""
+    """List strategies with their status, gate gain and policy flag."""
+    from ..audit.policy import policy_flag
+
     for st in status or []:
         if st not in STATUSES:
             raise typer.BadParameter(f"'{st}' is not one of {', '.join(STATUSES)}", param_hint="--status")
     store = open_store(db)
     rows = store.list_strategies(domain, status)
+    if flagged:
+        rows = [r for r in rows if r.policy_check and r.policy_check.get("conflict")]
     if json_out:
         print_json([_strategy_dict(r) for r in rows])
         return
 
     def ci(r: Any) -> str:
         e = r.evidence
-        if e.get("ci_low") is None:
+        if e.get("ci_low") is None or e.get("mean_delta") is None:
             return "-"
         return f"{e['mean_delta']:+.3f} [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
 
     table(
         f"{len(rows)} strategies",
-        ["id", "domain", "status", "v", "gain [CI]", "trigger"],
-        [(r.id, r.domain_id, r.status, r.version, ci(r), short(r.trigger, 60)) for r in rows],
+        ["id", "domain", "status", "v", "gain [CI]", "policy", "trigger"],
+        [
+            (
+                r.id,
+                r.domain_id,
+                r.status,
+                r.version,
+                ci(r),
+                short(policy_flag(r.policy_check, r.version), 30),
+                short(r.trigger, 50),
+            )
+            for r in rows
+        ],
     )
 
 
 @strategies_app.command("show")
-def strategies_show(strategy_id: int, db: DbOption = None, json_out: JsonOption = False) -> None:
-    """Show one strategy: its text, status, provenance and gate evidence."""
+def strategies_show(
+    strategy_id: int,
+    db: DbOption = None,
+    dialogues: Annotated[
+        int, typer.Option(min=0, help="Before/after dialogue pairs to show side by side.")
+    ] = 1,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one strategy: text, status, policy verdict, provenance, gate evidence and dialogues."""
+    from .audit import print_strategy
+
     store = open_store(db)
     r = store.get_strategy(strategy_id)
     if json_out:
@@ -141,44 +175,7 @@ def strategies_show(strategy_id: int, db: DbOption = None, json_out: JsonOption 
         d["reviews"] = [v.model_dump(mode="json") for v in store.reviews(strategy_id)]
         print_json(d)
         return
-    console.print(
-        f"[bold]strategy {r.id}[/] (domain {r.domain_id}) status [bold]{r.status}[/] version {r.version}"
-    )
-    console.print(f"[bold]when[/]: {r.trigger}")
-    console.print(f"[bold]do[/]: {r.guidance}")
-    if r.example:
-        console.print(f"[bold]example[/]: {r.example}")
-    p, e = r.provenance, r.evidence
-    console.print(
-        f"provenance: run {p.get('run_id')}, round {p.get('round')}, scenario {p.get('scenario_id')}, "
-        f"dialogue {p.get('dialogue_id')}, teacher {p.get('teacher_model')}"
-    )
-    if e.get("mean_delta") is not None:
-        console.print(
-            f"gate: mean paired gain {e['mean_delta']:+.3f}, {e.get('confidence', 0.95):.0%} CI "
-            f"[{e['ci_low']:+.3f}, {e['ci_high']:+.3f}] over {len(e.get('deltas', []))} pairs "
-            f"({e.get('samples')} samples per scenario)"
-        )
-        reg = e.get("regression_mean")
-        if reg is not None:
-            console.print(f"regression set: mean change {reg:+.3f}")
-        pairs = e.get("pairs", [])
-        if pairs:
-            table(
-                "paired evidence",
-                ["scenario", "seed", "without (dialogue)", "with (dialogue)", "delta", "set"],
-                [
-                    (
-                        x["scenario_id"],
-                        x["seed"],
-                        f"{x['without_score']:.3f} ({x['without_dialogue_id']})",
-                        f"{x['with_score']:.3f} ({x['with_dialogue_id']})",
-                        f"{x['delta']:+.3f}",
-                        "regression" if x.get("regression") else "target",
-                    )
-                    for x in pairs
-                ],
-            )
+    print_strategy(store, r, dialogues=dialogues)
 
 
 # -- runs --------------------------------------------------------------------------------------

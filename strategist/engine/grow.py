@@ -28,10 +28,12 @@ from ..models.base import ChatModel
 from ..roles import Customer, Judge, Student, Teacher
 from ..store import Store
 from ..store.tables import CandidateRow
+from .cache import ResponseCache
 from .ledger import Budget, Ledger
 from .simulate import simulate
 
 T = TypeVar("T")
+# Hard twice: the policy's traps are where a weak student needs strategies most.
 DIFFICULTIES: tuple[Difficulty, ...] = ("hard", "medium", "hard", "easy")
 
 
@@ -65,8 +67,20 @@ class GrowConfig:
     duplicate_threshold: float = 0.6  # scenario similarity at which a new one is dropped
     merge_threshold: float = 0.5  # strategy similarity at which a proposal is merged
     concurrency: int = 1
+    cache: bool = True  # replay identical requests from the response cache
+    max_turns: int | None = None  # cap on agent turns per dialogue, over the scenario's own limit
     gate: GateConfig = field(default_factory=GateConfig)
     budget: Budget = field(default_factory=Budget)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> GrowConfig:
+        """Rebuild a run's settings from what ``runs.config`` recorded (for ``--resume``)."""
+        known = {f for f in cls.__dataclass_fields__ if f not in ("gate", "budget")}
+        return cls(
+            **{k: v for k, v in d.items() if k in known},
+            gate=GateConfig(**d.get("gate", {})),
+            budget=Budget(**d.get("budget", {})),
+        )
 
 
 @dataclass
@@ -99,7 +113,10 @@ class GrowSummary:
     rejected: int
     failures: int
     llm_calls: int
+    cache_hits: int
     tokens: int
+    cost_usd: float
+    unpriced_calls: int
     seconds: float
     accepted_ids: list[int] = field(default_factory=list)
 
@@ -108,6 +125,9 @@ class GrowSummary:
 
 
 class Grower:
+    """One grow run. With ``resume_run`` it continues a run that was interrupted: every step whose
+    result is stored is skipped, and what remains replays from the response cache where it can."""
+
     def __init__(
         self,
         store: Store,
@@ -117,27 +137,51 @@ class Grower:
         reporter: Reporter | None = None,
         *,
         command: str = "grow",
+        resume_run: int | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
         self.config = config
         self.reporter: Reporter = reporter or NullReporter()
-        self.run_id = store.start_run(domain.id, command, _config_dict(config, models))
-        self.ledger = Ledger(store, self.run_id, config.budget)
+        if resume_run is None:
+            self.run_id = store.start_run(domain.id, command, _config_dict(config, models))
+        else:
+            self.run_id = resume_run
+            store.reopen_run(resume_run)
+        cache = ResponseCache(store) if config.cache else None
+        self.ledger = Ledger(store, self.run_id, config.budget, cache=cache)
         self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
         self.student = Student(self.ledger.wrap(models.student, "student"), domain)
         self.customer = Customer(self.ledger.wrap(models.customer, "customer"), domain)
         self.judge = Judge(self.ledger.wrap(models.judge, "judge"), domain)
         self.rng = random.Random(config.seed)
         self._sem = asyncio.Semaphore(max(1, config.concurrency))
-        # (scenario id, sample) -> judged no-strategy dialogue, shared by every candidate's gate.
-        self._baselines: dict[tuple[int, int], Scored] = {}
+        # Judged dialogues of this run, by (condition key, scenario id, sample); the no-strategy
+        # ones are shared by every candidate's gate.
+        self._done: dict[tuple[Any, int, int], Scored] = {}
+        self._unjudgeable: set[int] = set()
         self.rounds_completed = 0
+        if resume_run is not None:
+            self._load_progress()
+
+    def _load_progress(self) -> None:
+        for candidate_id, d, j in self.store.run_dialogues(self.run_id):
+            self._done[(candidate_id, d.scenario_id or 0, d.sample)] = Scored(d, j)
+        self._unjudgeable = self.store.failed_dialogue_ids(self.run_id)
 
     # -- helpers ---------------------------------------------------------------------------
     async def _limited(self, aw: Awaitable[T]) -> T:
         async with self._sem:
             return await aw
+
+    async def _all(self, aws: Sequence[Awaitable[T]]) -> list[T]:
+        """Run concurrently; on the first error cancel the rest (no call outlives a stopped run)."""
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(self._limited(aw)) for aw in aws]
+        except BaseExceptionGroup as group:
+            raise group.exceptions[0] from None
+        return [t.result() for t in tasks]
 
     def _fail(self, round_no: int, what: str, exc: BaseException, **detail: Any) -> None:
         detail = {k: v for k, v in detail.items() if v is not None}
@@ -157,46 +201,62 @@ class Grower:
         round_no: int,
         scenario: Scenario,
         sample: int,
-        condition: str,
         strategies: Sequence[StrategyText] = (),
         candidate_id: int | None = None,
     ) -> Scored:
+        """A judged dialogue: stored ones are reused (resume), new ones stored as they finish."""
         assert scenario.id is not None
-        seed = self._seed(scenario.id, sample)
-        d = await simulate(
-            scenario,
-            self.domain,
-            self.student,
-            self.customer,
-            seed=seed,
-            sample=sample,
-            condition=condition,
-            strategies=strategies,
-        )
-        d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
-        if d.error:
-            self.store.record_event(
-                self.run_id,
-                "failure",
-                f"dialogue {d.id} ended by a model error",
-                round=round_no,
-                detail={"dialogue_id": d.id, "error": d.error},
+        key = (candidate_id, scenario.id, sample)
+        if key in self._done:
+            scored = self._done[key]
+            d = scored.dialogue
+            if scored.judgement is None and d.error is None and d.id not in self._unjudgeable:
+                scored = await self._judge(round_no, scenario, d)
+        else:
+            seed = self._seed(scenario.id, sample)
+            d = await simulate(
+                scenario,
+                self.domain,
+                self.student,
+                self.customer,
+                seed=seed,
+                sample=sample,
+                condition="baseline" if candidate_id is None else "candidate",
+                strategies=strategies,
+                max_turns=self.config.max_turns,
             )
-            return Scored(d, None)
+            d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
+            if d.error:
+                self.store.record_event(
+                    self.run_id,
+                    "failure",
+                    f"dialogue {d.id} ended by a model error",
+                    round=round_no,
+                    detail={"dialogue_id": d.id, "error": d.error},
+                )
+                scored = Scored(d, None)
+            else:
+                scored = await self._judge(round_no, scenario, d)
+        self._done[key] = scored
+        return scored
+
+    async def _judge(self, round_no: int, scenario: Scenario, d: Dialogue) -> Scored:
         try:
-            j = await self.judge.judge(scenario, d, seed=seed)
+            j = await self.judge.judge(scenario, d, seed=d.seed)
         except ModelError as exc:
             self._fail(round_no, f"judging dialogue {d.id}", exc, dialogue_id=d.id)
+            if d.id is not None:
+                self._unjudgeable.add(d.id)
             return Scored(d, None)
         return Scored(d, self.store.add_judgement(j))
 
     async def _baseline(self, round_no: int, scenario: Scenario, sample: int) -> Scored:
-        assert scenario.id is not None
-        key = (scenario.id, sample)
-        if key not in self._baselines:
-            self._baselines[key] = await self._dialogue(round_no, scenario, sample, "baseline")
-            self.reporter.advance()
-        return self._baselines[key]
+        return await self._dialogue(round_no, scenario, sample)
+
+    async def _counted(self, aw: Awaitable[T]) -> T:
+        result = await aw
+        self.reporter.advance()
+        return result
 
     # -- the run ---------------------------------------------------------------------------
     async def run(self) -> GrowSummary:
@@ -221,28 +281,28 @@ class Grower:
             )
             raise
         summary = self._summary(start, status, reason)
+        if summary.dialogues and not self.store.run_counts(self.run_id)["judged"]:
+            # Every dialogue failed (a wrong api_base, an unsupported json_mode, ...): say so.
+            status = "failed"
+            reason = f"no dialogue could be judged; see: strategist runs show {self.run_id}"
+            summary.status, summary.stop_reason = status, reason
         self.store.finish_run(self.run_id, status, summary.as_dict(), stop_reason=reason)
         return summary
 
     async def _round(self, round_no: int) -> None:
         new = await self._generate(round_no)
-        working = self._working_set(new)
+        working = self._working_set(round_no, new)
         if not working:
             self.reporter.log("no scenarios to work on")
             return
         samples = self.config.gate.samples
-        self.reporter.stage(f"round {round_no}: baseline dialogues", len(working) * samples)
-        results = await asyncio.gather(
-            *(self._limited(self._baseline(round_no, s, k)) for s in working for k in range(samples))
+        self.reporter.stage(f"round {round_no}: dialogues", len(working) * samples)
+        results = await self._all(
+            [self._counted(self._baseline(round_no, s, k)) for s in working for k in range(samples)]
         )
-        by_scenario: dict[int, list[Scored]] = {}
-        for s, scored in zip([s for s in working for _ in range(samples)], results, strict=True):
-            assert s.id is not None
-            by_scenario.setdefault(s.id, []).append(scored)
-
         weak = []
-        for s in working:
-            judged = [x for x in by_scenario[s.id or 0] if x.judgement is not None]
+        for i, s in enumerate(working):
+            judged = [x for x in results[i * samples : (i + 1) * samples] if x.judgement is not None]
             if judged:
                 mean = sum(x.judgement.score for x in judged if x.judgement) / len(judged)
                 if mean < self.config.weak_threshold:
@@ -251,8 +311,7 @@ class Grower:
         self.reporter.log(f"{len(weak)} of {len(working)} scenarios below {self.config.weak_threshold:.2f}")
 
         for _mean, scenario, judged in weak:
-            candidates = await self._coach(round_no, scenario, judged)
-            for cand in candidates:
+            for cand in await self._coach(round_no, scenario, judged):
                 await self._gate(round_no, scenario, cand)
 
     # -- step 1: scenarios -----------------------------------------------------------------
@@ -260,6 +319,9 @@ class Grower:
         n = self.config.generate
         if n <= 0:
             return []
+        already = self.store.scenarios_of_run(self.run_id, round_no)
+        if len(already) >= n:  # resuming a round whose scenarios were all written
+            return already
         existing = self.store.list_scenarios(self.domain.id)
         scores = self.store.scenario_scores(self.domain.id)
         stats: dict[tuple[str, str], CellStats] = {}
@@ -271,7 +333,7 @@ class Grower:
                 st.mean_score = min(prev, scores[s.id][0])
         cells = pick_cells(self.domain, stats, n, self.rng)
         self.reporter.stage(f"round {round_no}: writing scenarios", len(cells))
-        made: list[Scenario] = []
+        made: list[Scenario] = list(already)
         for i, cell in enumerate(cells):
             difficulty = DIFFICULTIES[(round_no + i) % len(DIFFICULTIES)]
             avoid = [s.title for s in existing if s.intent == cell.intent][:8]
@@ -286,13 +348,14 @@ class Grower:
             text = scenario.fingerprint_text()
             dup_id, sim = most_similar(text, [(s.id or 0, s.fingerprint_text()) for s in existing])
             if sim >= self.config.duplicate_threshold:
-                self.store.record_event(
-                    self.run_id,
-                    "info",
-                    f"dropped near-duplicate scenario (like {dup_id}, similarity {sim:.2f})",
-                    round=round_no,
-                    detail={"title": scenario.title},
-                )
+                if dup_id not in {s.id for s in already}:  # on resume, a replay of one already written
+                    self.store.record_event(
+                        self.run_id,
+                        "info",
+                        f"dropped near-duplicate scenario (like {dup_id}, similarity {sim:.2f})",
+                        round=round_no,
+                        detail={"title": scenario.title},
+                    )
             else:
                 scenario = self.store.add_scenario(scenario, run_id=self.run_id, round=round_no)
                 existing.append(scenario)
@@ -300,27 +363,40 @@ class Grower:
             self.reporter.advance()
         return made
 
-    def _working_set(self, new: list[Scenario]) -> list[Scenario]:
-        """The new scenarios, topped up with existing training ones: never-run first, then weakest."""
+    def _working_set(self, round_no: int, new: list[Scenario]) -> list[Scenario]:
+        """The new scenarios, topped up with existing training ones: never-run first, then weakest.
+
+        Scenarios this run already worked on in an earlier round are left out, so each round
+        covers new ground; on resume, the round's own scenarios come back in the same order.
+        """
         room = self.config.scenarios - len(new)
         if room <= 0:
             return new[: self.config.scenarios]
+        # Selection samples (below --samples) mark the scenarios a round worked on; gate samples don't.
+        selection = self.config.gate.samples
+        earlier = self.store.run_scenario_ids(self.run_id, selection, before_round=round_no)
+        current = self.store.run_scenario_ids(self.run_id, selection, round_no=round_no)
         scores = self.store.scenario_scores(self.domain.id)
-        used = {sid for sid, _ in self._baselines}
         new_ids = {s.id for s in new}
         pool = [
             s
             for s in self.store.list_scenarios(self.domain.id, split="train")
-            if s.id not in new_ids and s.id not in used
+            if s.id not in new_ids and s.id not in earlier
         ]
-        pool.sort(key=lambda s: (s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id))
+        pool.sort(
+            key=lambda s: (s.id not in current, s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id)
+        )
         return new + pool[:room]
 
     # -- step 2: coaching ------------------------------------------------------------------
     async def _coach(self, round_no: int, scenario: Scenario, judged: list[Scored]) -> list[CandidateRow]:
+        assert scenario.id is not None
+        stored = self.store.candidates_for(self.run_id, round_no, scenario.id)
+        if stored:  # resuming: this scenario was coached before the interruption
+            return [c for c in stored if c.outcome == "proposed"]
         worst = min(judged, key=lambda x: (x.judgement.score if x.judgement else 1.0, x.dialogue.sample))
         d, j = worst.dialogue, worst.judgement
-        assert j is not None and scenario.id is not None
+        assert j is not None
         n_student = len(d.student_turns)
         if n_student == 0:
             return []
@@ -348,7 +424,7 @@ class Grower:
             for s in self.store.list_strategies(self.domain.id, ["pending", "approved"])
         ]
         taken: list[str] = []
-        out: list[CandidateRow] = []
+        rows: list[CandidateRow] = []
         for p in proposals:
             text = f"{p.trigger} {p.guidance}"
             row = CandidateRow(
@@ -373,12 +449,13 @@ class Grower:
                 row.outcome, row.strategy_id = "merged", sid
                 row.reason = f"similar to strategy {sid} (similarity {sim:.2f})"
             elif any(jaccard(text, t) >= self.config.merge_threshold for t in taken):
-                row.outcome, row.reason = "merged", "similar to another proposal of this round"
-            cand = self.store.add_candidate(row)
-            if cand.outcome == "proposed":
-                out.append(cand)
+                row.outcome, row.reason = "merged", "similar to another proposal for the same scenario"
+            else:
                 taken.append(text)
-        return out
+            rows.append(row)
+        # All of a scenario's proposals are stored together, so a resumed run sees all or none.
+        stored = self.store.add_candidates(rows)
+        return [c for c in stored if c.outcome == "proposed"]
 
     # -- step 3: the gate ------------------------------------------------------------------
     def _gate_scenarios(self, source: Scenario) -> tuple[list[Scenario], list[Scenario]]:
@@ -398,16 +475,18 @@ class Grower:
             id=cand.id, kind="candidate", trigger=cand.trigger, guidance=cand.guidance, example=cand.example
         )
         targets, regression = self._gate_scenarios(source)
-        jobs = [(s, k, s in regression) for s in [*targets, *regression] for k in range(cfg.samples)]
+        # Fresh samples: the ones that made the scenario look weak would bias the comparison
+        # (a low draw picked it; a re-draw regresses to the mean and flatters any candidate).
+        indices = range(cfg.samples, 2 * cfg.samples)
+        jobs = [(s, k, s in regression) for s in [*targets, *regression] for k in indices]
         self.reporter.stage(f"round {round_no}: gate for candidate {cand.id}", len(jobs))
 
         async def pair(s: Scenario, k: int) -> tuple[Scored, Scored]:
             without = await self._baseline(round_no, s, k)
-            with_ = await self._dialogue(round_no, s, k, "candidate", [strategy], candidate_id=cand.id)
-            self.reporter.advance()
+            with_ = await self._dialogue(round_no, s, k, [strategy], candidate_id=cand.id)
             return without, with_
 
-        results = await asyncio.gather(*(self._limited(pair(s, k)) for s, k, _ in jobs))
+        results = await self._all([self._counted(pair(s, k)) for s, k, _ in jobs])
         deltas: list[float] = []
         reg_deltas: list[float] = []
         pairs: list[dict[str, Any]] = []
@@ -450,8 +529,8 @@ class Grower:
             )
             self.reporter.log(f"candidate {cand.id} rejected: {decision.reason}")
             return
-        row = self.store.add_strategy(
-            self.domain.id,
+        row = self.store.accept_candidate(
+            cand.id,
             StrategyText(trigger=cand.trigger, guidance=cand.guidance, example=cand.example),
             provenance={
                 "run_id": self.run_id,
@@ -464,10 +543,7 @@ class Grower:
                 "judge_model": self.judge.model.name,
             },
             evidence=evidence,
-            author="gate",
-        )
-        self.store.update_candidate(
-            cand.id, outcome="accepted", reason=decision.reason, evidence=evidence, strategy_id=row.id
+            reason=decision.reason,
         )
         self.reporter.log(f"[green]accepted[/] strategy {row.id}: {decision.reason}")
 
@@ -483,7 +559,7 @@ class Grower:
             stop_reason=reason,
             rounds_completed=self.rounds_completed,
             scenarios_generated=counts["scenarios_generated"],
-            scenarios_used=len({sid for sid, _ in self._baselines}),
+            scenarios_used=counts["scenarios_used"],
             dialogues=counts["dialogues"],
             mean_score=counts["mean_baseline_score"],
             candidates=len(cands),
@@ -492,7 +568,10 @@ class Grower:
             rejected=sum(c.outcome == "rejected" for c in cands),
             failures=len([e for e in st.events(self.run_id) if e.kind == "failure"]),
             llm_calls=totals["calls"],
+            cache_hits=totals["cache_hits"],
             tokens=totals["prompt_tokens"] + totals["completion_tokens"],
+            cost_usd=round(totals["cost_usd"], 6),
+            unpriced_calls=totals["unpriced_calls"],
             seconds=round(time.perf_counter() - start, 1),
             accepted_ids=[
                 c.strategy_id for c in cands if c.outcome == "accepted" and c.strategy_id is not None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -11,6 +10,7 @@ from ..errors import BudgetExceeded, one_line
 from ..models.base import ChatModel, Completion, Message, Sampling
 from ..store import Store
 from ..store.tables import LlmCallRow
+from .cache import ResponseCache
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,7 @@ class Ledger:
     """Counts a run's calls and tokens, stops it at its budget, and records each call.
 
     The check happens before a call, so a run can end one call past ``max_tokens``, never more.
+    Cache hits are recorded (marked) but cost nothing, so they count against no budget.
     """
 
     store: Store | None = None
@@ -31,8 +32,8 @@ class Ledger:
     budget: Budget = field(default_factory=Budget)
     calls: int = 0
     tokens: int = 0
-    failures: int = 0
-    by_role: Counter[str] = field(default_factory=Counter)
+    cache_hits: int = 0
+    cache: ResponseCache | None = None
 
     def check(self) -> None:
         b = self.budget
@@ -49,12 +50,13 @@ class Ledger:
         latency_ms: float,
         error: str | None = None,
     ) -> None:
-        self.calls += 1
-        self.by_role[role] += 1
-        if completion is not None:
-            self.tokens += completion.total_tokens
-        if error:
-            self.failures += 1
+        hit = completion is not None and completion.cache_hit
+        if hit:
+            self.cache_hits += 1
+        else:
+            self.calls += 1
+            if completion is not None:
+                self.tokens += completion.total_tokens
         if self.store is not None:
             self.store.record_call(
                 LlmCallRow(
@@ -65,6 +67,7 @@ class Ledger:
                     completion_tokens=completion.completion_tokens if completion else 0,
                     latency_ms=completion.latency_ms if completion and completion.latency_ms else latency_ms,
                     cache_hit=completion.cache_hit if completion else False,
+                    cost_usd=None if completion is None or completion.cache_hit else completion.cost_usd,
                     ok=error is None,
                     error=error,
                 )

@@ -25,6 +25,7 @@ async def simulate(
     sample: int = 0,
     condition: str = "baseline",
     strategies: Sequence[StrategyText] | StrategyPicker = (),
+    max_turns: int | None = None,
 ) -> Dialogue:
     """Run one dialogue. A model failure ends it with ``ended_by='error'``; it never raises
     ModelError. Budget errors do propagate: the run must stop."""
@@ -38,6 +39,8 @@ async def simulate(
         customer_model=customer.model.name,
     )
     limit = scenario.turns_limit(domain)
+    if max_turns is not None:
+        limit = min(limit, max_turns)
     try:
         for k in range(limit):
             picked = list(strategies(turns) if callable(strategies) else strategies)

@@ -54,6 +54,8 @@ class Completion:
     logprobs: list[TokenLogprobs] | None = None
     latency_ms: float = 0.0
     cache_hit: bool = False
+    # What the provider charged, where known (litellm's price table); None when unknown.
+    cost_usd: float | None = None
 
     @property
     def total_tokens(self) -> int:

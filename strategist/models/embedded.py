@@ -120,6 +120,7 @@ class EmbeddedModel(ChatModel):
             completion_tokens=int(usage.get("completion_tokens", 0)),
             logprobs=logprobs,
             latency_ms=latency,
+            cost_usd=0.0,  # runs here: no per-call price
         )
 
     async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
@@ -127,10 +128,15 @@ class EmbeddedModel(ChatModel):
         return await asyncio.to_thread(self._complete_sync, msgs, sampling or Sampling())
 
     async def aclose(self) -> None:
-        close = getattr(self._llama_obj, "close", None)
-        if close:
-            close()
-        self._llama_obj = None
+        # Under the compute lock: a call still running in its thread must finish first.
+        await asyncio.to_thread(self._close_sync)
+
+    def _close_sync(self) -> None:
+        with _COMPUTE_LOCK:
+            close = getattr(self._llama_obj, "close", None)
+            if close:
+                close()
+            self._llama_obj = None
 
 
 def _generated_ids(llama: Any, n_prompt: int, n_steps: int, text: str) -> list[int]:

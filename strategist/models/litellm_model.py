@@ -47,33 +47,36 @@ def import_litellm() -> Any:
     return _litellm
 
 
+def _litellm_errors(*names: str) -> tuple[type[BaseException], ...]:
+    return tuple(getattr(_litellm, n) for n in names if _litellm is not None and hasattr(_litellm, n))
+
+
 def _is_fatal(exc: BaseException) -> bool:
     """Errors that every later call would hit too: bad credentials, unknown model or provider."""
-    lt = _litellm
-    names = ("AuthenticationError", "PermissionDeniedError", "NotFoundError")
-    fatal = tuple(getattr(lt, n) for n in names if lt is not None and hasattr(lt, n))
-    if isinstance(exc, fatal) or getattr(exc, "status_code", None) in (401, 403, 404):
+    if isinstance(exc, _litellm_errors("AuthenticationError", "PermissionDeniedError", "NotFoundError")):
+        return True
+    if getattr(exc, "status_code", None) in (401, 403, 404):
         return True
     return "LLM Provider NOT provided" in str(exc)
 
 
 def _is_transient(exc: BaseException) -> bool:
-    lt = _litellm
-    if lt is None:
-        return False
-    transient = tuple(
-        getattr(lt, n)
-        for n in (
-            "RateLimitError",
-            "APIConnectionError",
-            "Timeout",
-            "InternalServerError",
-            "ServiceUnavailableError",
-            "BadGatewayError",
-        )
-        if hasattr(lt, n)
+    transient = _litellm_errors(
+        "RateLimitError",
+        "APIConnectionError",
+        "Timeout",
+        "InternalServerError",
+        "ServiceUnavailableError",
+        "BadGatewayError",
     )
     return isinstance(exc, transient)
+
+
+def _cost(resp: Any) -> float | None:
+    """The call's price from litellm's table; None for models it does not know (self-hosted ones)."""
+    hidden = getattr(resp, "_hidden_params", None) or {}
+    cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
+    return float(cost) if isinstance(cost, int | float) else None
 
 
 class LiteLLMModel(ChatModel):
@@ -163,5 +166,6 @@ class LiteLLMModel(ChatModel):
             prompt_tokens=int(get_field(usage, "prompt_tokens", 0) or 0),
             completion_tokens=int(get_field(usage, "completion_tokens", 0) or 0),
             logprobs=parse_openai_logprobs(get_field(choice, "logprobs")) if s.top_logprobs else None,
+            cost_usd=_cost(resp),
             latency_ms=(time.perf_counter() - start) * 1000,
         )

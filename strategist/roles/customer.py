@@ -8,6 +8,8 @@ from ..core.domain import Domain, Scenario
 from ..models.base import ChatModel, Message, Sampling
 from ..prompting import render
 
+CHAT_OPENS = "(The support chat opens. Write your first message.)"
+
 
 @dataclass
 class CustomerReply:
@@ -28,7 +30,9 @@ class Customer:
             "customer_system.j2", domain=self.domain, scenario=scenario, stop_marker=self.domain.stop_marker
         )
         # From the customer's side the agent is the user and the customer is the assistant.
-        msgs: list[Message] = [{"role": "system", "content": system}]
+        # Many chat templates insist on user/assistant alternation starting with the user, so a
+        # short cue stands in for the user before the customer's opening line.
+        msgs: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": CHAT_OPENS}]
         msgs += [
             {"role": "assistant" if t.role == "customer" else "user", "content": t.content} for t in turns
         ]

@@ -6,8 +6,9 @@ from pydantic import BaseModel, Field, create_model
 
 from ..core.dialogue import Dialogue, Judgement, RatingMethod, RubricResult
 from ..core.domain import Domain, Scenario
-from ..core.scoring import expected_rating, overall_score, parse_rating, run_checks
-from ..models.base import ChatModel, Sampling
+from ..core.scoring import RATING_LABELS, expected_rating, overall_score, parse_rating, run_checks
+from ..errors import ModelError
+from ..models.base import ChatModel, Sampling, TokenLogprobs
 from ..prompting import render
 from ..structured import complete_structured
 
@@ -84,16 +85,32 @@ class Judge:
             weakest_turn=data["weakest_turn"] if n_turns else None,
         )
 
-    async def _rating(self, prompt: str, seed: int | None) -> tuple[float | None, RatingMethod | None]:
+    async def _rating(self, prompt: str, seed: int | None) -> tuple[float, RatingMethod]:
         s = Sampling(temperature=0.0, max_tokens=3, seed=seed, top_logprobs=10)
         for _ in range(self.attempts):
             c = await self.model.complete([{"role": "user", "content": prompt}], s)
-            for tok in c.logprobs or []:
-                r = expected_rating(tok.top or {tok.token: tok.logprob})
-                if r is not None:
-                    return r, "logprobs"
+            rating = rating_from_logprobs(c.logprobs or [])
+            if rating is not None:
+                return rating, "logprobs"
             parsed = parse_rating(c.text)
             if parsed is not None:
                 return float(parsed), "parsed"
             s = replace(s, seed=None if s.seed is None else s.seed + 1)
-        return None, None
+        # A judgement without its rating would be scored on different parts than its pair.
+        raise ModelError(self.model.name, f"no rating in {self.attempts} answers (last: {c.text[:80]!r})")
+
+
+def rating_from_logprobs(tokens: list[TokenLogprobs]) -> float | None:
+    """The expected rating at the position where the model wrote its digit.
+
+    Falls back to the first position whose alternatives include a digit (a model that wrote
+    'Rating' first may still have put its rating mass there); None if there is none.
+    """
+    for tok in tokens:
+        if tok.token.strip() in RATING_LABELS:
+            return expected_rating(tok.top or {tok.token: tok.logprob})
+    for tok in tokens:
+        r = expected_rating(tok.top)
+        if r is not None:
+            return r
+    return None

@@ -2,18 +2,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from typing import Annotated
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
 from ..core.cells import Cell
-from ..core.dialogue import Turn
+from ..core.dialogue import Dialogue, Turn
 from ..core.domain import Difficulty, Domain, Scenario, SuccessCriteria
 from ..models.base import ChatModel, Sampling
 from ..prompting import render
 from ..structured import complete_structured
 from .student import agent_messages
 
-Phrase = Field(min_length=2, max_length=80)
+# Blank items would only fail later, when the scenario is built: reject them here, where the
+# model is re-asked with the error.
+Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
+Item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=300)]
 
 
 class ScenarioDraft(BaseModel):
@@ -21,12 +25,12 @@ class ScenarioDraft(BaseModel):
 
     title: str = Field(min_length=3, max_length=120)
     goal: str = Field(min_length=5, max_length=400)
-    known_facts: list[str] = Field(default_factory=list, max_length=6)
-    hidden_facts: list[str] = Field(default_factory=list, max_length=4)
+    known_facts: list[Item] = Field(default_factory=list, max_length=6)
+    hidden_facts: list[Item] = Field(default_factory=list, max_length=4)
     opening: str = Field(min_length=3, max_length=500)
-    must_say: list[str] = Field(default_factory=list, max_length=2)
-    must_not_say: list[str] = Field(default_factory=list, max_length=2)
-    rubric: list[str] = Field(default_factory=list, max_length=3)
+    must_say: list[Phrase] = Field(default_factory=list, max_length=2)
+    must_not_say: list[Phrase] = Field(default_factory=list, max_length=2)
+    rubric: list[Item] = Field(default_factory=list, max_length=3)
 
 
 class Proposal(BaseModel):
@@ -104,9 +108,7 @@ class Teacher:
         max_strategies: int = 3,
         seed: int | None = None,
     ) -> list[Proposal]:
-        prefix_text = "\n".join(
-            f"{'Agent' if t.role == 'student' else 'Customer'}: {t.content}" for t in prefix
-        )
+        prefix_text = Dialogue(seed=0, turns=list(prefix)).transcript()
         prompt = render(
             "teacher_coach.j2",
             domain=self.domain,

@@ -211,7 +211,24 @@ def m002_strategy_search(conn: Connection) -> None:
 
 @migration
 def m003_audit(conn: Connection) -> None:
-    """Reserved for audit columns and tables (audit work)."""
+    """The judge's policy verdict on a strategy: {conflict, clause, explanation, model, version,
+    checked_at}; NULL until someone runs ``strategist strategies check``."""
+    conn.execute(sa.text("ALTER TABLE strategies ADD COLUMN policy_check JSON"))
+
+
+@migration
+def m004_response_cache(conn: Connection) -> None:
+    """Model responses keyed by everything that determines them, so a re-run replays for free."""
+    md = sa.MetaData()
+    sa.Table(
+        "response_cache",
+        md,
+        sa.Column("key", sa.String(64), primary_key=True),
+        sa.Column("model", sa.String, nullable=False),
+        sa.Column("completion", sa.JSON, nullable=False),
+        _at(),
+    )
+    md.create_all(conn)
 
 
 _applied_table = sa.Table(

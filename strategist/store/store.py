@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,7 +15,7 @@ from sqlmodel import Session, col, func, select
 
 from ..core.dialogue import Dialogue, Judgement, StrategyText
 from ..core.domain import Domain, Scenario, persona_key
-from ..errors import NotFoundError, StrategistError
+from ..errors import NotFoundError, StrategistError, one_line
 from . import migrations
 from .audit import AuditStoreMixin
 from .search import SearchStoreMixin
@@ -25,6 +26,7 @@ from .tables import (
     EventRow,
     JudgementRow,
     LlmCallRow,
+    ResponseCacheRow,
     ReviewRow,
     RunRow,
     ScenarioRow,
@@ -61,7 +63,10 @@ def make_engine(target: str | Path) -> Engine:
         engine = sa.create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(url, pool_pre_ping=True)
+    try:
+        return sa.create_engine(url, pool_pre_ping=True)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise StrategistError(f"{url}: cannot open this database URL ({one_line(exc)})") from None
 
 
 class Store(SearchStoreMixin, AuditStoreMixin):
@@ -226,23 +231,33 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         )
         return d.model_copy(update={"id": row.id})
 
+    @staticmethod
+    def _dialogue(row: DialogueRow) -> Dialogue:
+        return Dialogue.model_validate(
+            {
+                **row.model_dump(
+                    include={
+                        "id",
+                        "scenario_id",
+                        "seed",
+                        "sample",
+                        "condition",
+                        "ended_by",
+                        "error",
+                        "student_model",
+                        "customer_model",
+                    }
+                ),
+                "turns": row.turns,
+            }
+        )
+
     def get_dialogue(self, dialogue_id: int) -> Dialogue:
         with self.session() as s:
             row = s.get(DialogueRow, dialogue_id)
         if row is None:
             raise NotFoundError(f"no dialogue {dialogue_id}")
-        return Dialogue(
-            id=row.id,
-            scenario_id=row.scenario_id,
-            seed=row.seed,
-            sample=row.sample,
-            condition=row.condition,
-            turns=row.turns,
-            ended_by=row.ended_by,  # type: ignore[arg-type]
-            error=row.error,
-            student_model=row.student_model,
-            customer_model=row.customer_model,
-        )
+        return self._dialogue(row)
 
     def dialogues_for_scenario(self, scenario_id: int) -> list[DialogueRow]:
         with self.session() as s:
@@ -280,7 +295,24 @@ class Store(SearchStoreMixin, AuditStoreMixin):
 
     # -- candidates and strategies -----------------------------------------------------------
     def add_candidate(self, row: CandidateRow) -> CandidateRow:
-        return self._add(row)
+        return self.add_candidates([row])[0]
+
+    def add_candidates(self, rows: Sequence[CandidateRow]) -> list[CandidateRow]:
+        """Store proposals together; a merged one is also noted on the strategy it merged into."""
+        with self.session() as s:
+            for row in rows:
+                s.add(row)
+                if row.outcome == "merged" and row.strategy_id is not None:
+                    target = s.get(StrategyRow, row.strategy_id)
+                    if target is not None:
+                        s.flush()
+                        merged = [*target.provenance.get("merged_candidates", []), row.id]
+                        target.provenance = {**target.provenance, "merged_candidates": merged}
+                        s.add(target)
+            s.commit()
+            for row in rows:
+                s.refresh(row)
+            return list(rows)
 
     def update_candidate(self, candidate_id: int, **fields: Any) -> None:
         with self.session() as s:
@@ -311,48 +343,84 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     ) -> StrategyRow:
         """A new strategy with its first version and a 'created' review record, in one transaction."""
         with self.session() as s:
-            row = StrategyRow(
-                domain_id=domain_id,
-                trigger=text.trigger,
-                guidance=text.guidance,
-                example=text.example,
-                status=status,
-                version=1,
-                provenance=provenance,
-                evidence=evidence,
-            )
-            s.add(row)
-            s.flush()
-            assert row.id is not None
-            s.add(
-                StrategyVersionRow(
-                    strategy_id=row.id,
-                    version=1,
-                    trigger=text.trigger,
-                    guidance=text.guidance,
-                    example=text.example,
-                    author=author,
-                )
-            )
-            s.add(
-                ReviewRow(
-                    strategy_id=row.id,
-                    version=1,
-                    reviewer=author,
-                    action="created",
-                    note="accepted by the gate",
-                    before=None,
-                    after={
-                        "trigger": text.trigger,
-                        "guidance": text.guidance,
-                        "example": text.example,
-                        "status": status,
-                    },
-                )
-            )
+            row = self._new_strategy(s, domain_id, text, provenance, evidence, author, status)
             s.commit()
             s.refresh(row)
             return row
+
+    def accept_candidate(
+        self,
+        candidate_id: int,
+        text: StrategyText,
+        *,
+        provenance: dict[str, Any],
+        evidence: dict[str, Any],
+        reason: str,
+    ) -> StrategyRow:
+        """The gate's acceptance: the pending strategy and the candidate's outcome in one transaction,
+        so an interrupted run can never hold one without the other."""
+        with self.session() as s:
+            cand = s.get(CandidateRow, candidate_id)
+            if cand is None:
+                raise NotFoundError(f"no candidate {candidate_id}")
+            row = self._new_strategy(s, cand.domain_id, text, provenance, evidence, "gate", "pending")
+            cand.outcome, cand.reason, cand.evidence, cand.strategy_id = "accepted", reason, evidence, row.id
+            s.add(cand)
+            s.commit()
+            s.refresh(row)
+            return row
+
+    @staticmethod
+    def _new_strategy(
+        s: Session,
+        domain_id: str,
+        text: StrategyText,
+        provenance: dict[str, Any],
+        evidence: dict[str, Any],
+        author: str,
+        status: str,
+    ) -> StrategyRow:
+        row = StrategyRow(
+            domain_id=domain_id,
+            trigger=text.trigger,
+            guidance=text.guidance,
+            example=text.example,
+            status=status,
+            version=1,
+            provenance=provenance,
+            evidence=evidence,
+        )
+        s.add(row)
+        s.flush()
+        assert row.id is not None
+        s.add(
+            StrategyVersionRow(
+                strategy_id=row.id,
+                version=1,
+                trigger=text.trigger,
+                guidance=text.guidance,
+                example=text.example,
+                author=author,
+            )
+        )
+        after = {
+            "trigger": text.trigger,
+            "guidance": text.guidance,
+            "example": text.example,
+            "status": status,
+        }
+        s.add(
+            ReviewRow(
+                strategy_id=row.id,
+                version=1,
+                reviewer=author,
+                action="created",
+                note="accepted by the gate",
+                before=None,
+                after=after,
+            )
+        )
+        return row
 
     def get_strategy(self, strategy_id: int) -> StrategyRow:
         with self.session() as s:
@@ -401,17 +469,30 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         with self.session() as s:
             return list(s.exec(select(EventRow).where(EventRow.run_id == run_id).order_by(col(EventRow.id))))
 
-    def call_totals(self, run_id: int | None = None) -> dict[str, int]:
-        q = select(
+    def call_totals(self, run_id: int | None = None) -> dict[str, Any]:
+        """Real model calls and their tokens; cache hits are counted apart (they cost nothing)."""
+        q = sa.select(
             func.count(col(LlmCallRow.id)),
             func.coalesce(func.sum(LlmCallRow.prompt_tokens), 0),
             func.coalesce(func.sum(LlmCallRow.completion_tokens), 0),
-        )
+            func.coalesce(func.sum(LlmCallRow.cost_usd), 0.0),
+            func.count(col(LlmCallRow.cost_usd)),
+        ).where(col(LlmCallRow.cache_hit).is_(False))
+        hits = select(func.count(col(LlmCallRow.id))).where(col(LlmCallRow.cache_hit).is_(True))
         if run_id is not None:
-            q = q.where(LlmCallRow.run_id == run_id)
+            q = q.where(col(LlmCallRow.run_id) == run_id)
+            hits = hits.where(LlmCallRow.run_id == run_id)
         with self.session() as s:
-            calls, prompt, completion = s.exec(q).one()
-        return {"calls": int(calls), "prompt_tokens": int(prompt), "completion_tokens": int(completion)}
+            calls, prompt, completion, cost, priced = s.execute(q).one()
+            n_hits = s.exec(hits).one()
+        return {
+            "calls": int(calls),
+            "prompt_tokens": int(prompt),
+            "completion_tokens": int(completion),
+            "cache_hits": int(n_hits),
+            "cost_usd": float(cost),
+            "unpriced_calls": int(calls) - int(priced),
+        }
 
     def run_counts(self, run_id: int) -> dict[str, Any]:
         """Dialogues, generated scenarios and the mean no-strategy score of one run."""
@@ -427,11 +508,96 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             generated = s.exec(
                 select(func.count()).select_from(ScenarioRow).where(ScenarioRow.run_id == run_id)
             ).one()
+            judged = s.exec(
+                select(func.count())
+                .select_from(JudgementRow)
+                .join(DialogueRow, col(DialogueRow.id) == JudgementRow.dialogue_id)
+                .where(DialogueRow.run_id == run_id)
+            ).one()
+            used = s.exec(
+                select(func.count(func.distinct(DialogueRow.scenario_id))).where(DialogueRow.run_id == run_id)
+            ).one()
         return {
             "dialogues": int(dialogues),
+            "judged": int(judged),
+            "scenarios_used": int(used),
             "scenarios_generated": int(generated),
             "mean_baseline_score": float(mean) if mean is not None else None,
         }
+
+    # -- a run's progress (for resume) -------------------------------------------------------
+    def reopen_run(self, run_id: int) -> None:
+        with self.session() as s:
+            run = s.get(RunRow, run_id)
+            if run is None:
+                raise NotFoundError(f"no run {run_id}")
+            run.status, run.finished_at = "running", None
+            s.add(run)
+            s.commit()
+
+    def run_dialogues(self, run_id: int) -> list[tuple[int | None, Dialogue, Judgement | None]]:
+        """(candidate id, dialogue, judgement or None) for every dialogue of a run."""
+        q = (
+            select(DialogueRow, JudgementRow)
+            .join(JudgementRow, col(JudgementRow.dialogue_id) == DialogueRow.id, isouter=True)
+            .where(DialogueRow.run_id == run_id)
+            .order_by(col(DialogueRow.id))
+        )
+        with self.session() as s:
+            rows = list(s.exec(q))
+        return [
+            (d.candidate_id, self._dialogue(d), Judgement.model_validate(j.model_dump()) if j else None)
+            for d, j in rows
+        ]
+
+    def failed_dialogue_ids(self, run_id: int) -> set[int]:
+        """Dialogues whose judging failed and was recorded (not to be judged again on resume)."""
+        out = set()
+        for e in self.events(run_id):
+            if e.kind == "failure" and e.message.startswith("judging dialogue") and "dialogue_id" in e.detail:
+                out.add(int(e.detail["dialogue_id"]))
+        return out
+
+    def run_scenario_ids(
+        self, run_id: int, below_sample: int, *, round_no: int | None = None, before_round: int | None = None
+    ) -> set[int]:
+        """Scenarios with no-strategy dialogues of sample index below ``below_sample`` in a run."""
+        q = select(DialogueRow.scenario_id).where(
+            DialogueRow.run_id == run_id,
+            DialogueRow.condition == "baseline",
+            DialogueRow.sample < below_sample,
+        )
+        if round_no is not None:
+            q = q.where(DialogueRow.round == round_no)
+        if before_round is not None:
+            q = q.where(col(DialogueRow.round) < before_round)
+        with self.session() as s:
+            return set(s.exec(q.distinct()))
+
+    def scenarios_of_run(self, run_id: int, round_no: int) -> list[Scenario]:
+        q = select(ScenarioRow).where(ScenarioRow.run_id == run_id, ScenarioRow.round == round_no)
+        with self.session() as s:
+            return [self._scenario(r) for r in s.exec(q.order_by(col(ScenarioRow.id)))]
+
+    def candidates_for(self, run_id: int, round_no: int, scenario_id: int) -> list[CandidateRow]:
+        q = select(CandidateRow).where(
+            CandidateRow.run_id == run_id,
+            CandidateRow.round == round_no,
+            CandidateRow.scenario_id == scenario_id,
+        )
+        with self.session() as s:
+            return list(s.exec(q.order_by(col(CandidateRow.id))))
+
+    # -- response cache ------------------------------------------------------------------------
+    def cache_get(self, key: str) -> dict[str, Any] | None:
+        with self.session() as s:
+            row = s.get(ResponseCacheRow, key)
+        return row.completion if row is not None else None
+
+    def cache_put(self, key: str, model: str, completion: dict[str, Any]) -> None:
+        """Store a response; a key written meanwhile by another process wins (same request)."""
+        with contextlib.suppress(sa.exc.IntegrityError):
+            self._add(ResponseCacheRow(key=key, model=model, completion=completion))
 
     def count(self, table: type[Any], **where: Any) -> int:
         q = select(func.count()).select_from(table)

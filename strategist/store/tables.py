@@ -136,6 +136,8 @@ class StrategyRow(SQLModel, table=True):
     times_retrieved: int = 0
     created_at: datetime = _time()
     updated_at: datetime = _time()
+    # The judge's verdict against the domain policy (migration m003_audit); None until checked.
+    policy_check: dict[str, Any] | None = _json(nullable=True)
 
 
 class StrategyVersionRow(SQLModel, table=True):
@@ -188,4 +190,12 @@ class EventRow(SQLModel, table=True):
     kind: str  # failure | budget | info
     message: str
     detail: dict[str, Any] = _json()
+    created_at: datetime = _time()
+
+
+class ResponseCacheRow(SQLModel, table=True):
+    __tablename__ = "response_cache"
+    key: str = Field(primary_key=True, max_length=64)
+    model: str
+    completion: dict[str, Any] = _json()
     created_at: datetime = _time()

@@ -1,0 +1,59 @@
+"""The response cache: a completion is stored under a key made of everything that determines it
+(model, every sampling parameter, the messages) plus its occurrence number, so repeated samples
+of the same prompt stay distinct and an identical re-run replays the same sequence for free."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict
+from typing import Any
+
+from ..models.base import Completion, Message, Sampling, TokenLogprobs
+from ..store import Store
+
+
+def request_key(model: str, messages: Sequence[Message], sampling: Sampling) -> str:
+    payload = {"model": model, "messages": list(messages), "sampling": asdict(sampling)}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def completion_to_dict(c: Completion) -> dict[str, Any]:
+    d = asdict(c)
+    d.pop("cache_hit", None)
+    return d
+
+
+def completion_from_dict(d: dict[str, Any]) -> Completion:
+    logprobs = d.get("logprobs")
+    return Completion(
+        text=d["text"],
+        model=d["model"],
+        prompt_tokens=int(d.get("prompt_tokens", 0)),
+        completion_tokens=int(d.get("completion_tokens", 0)),
+        logprobs=[TokenLogprobs(**t) for t in logprobs] if logprobs is not None else None,
+        latency_ms=float(d.get("latency_ms", 0.0)),
+        cache_hit=True,
+    )
+
+
+class ResponseCache:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._seen: Counter[str] = Counter()
+
+    def key(self, model: str, messages: Sequence[Message], sampling: Sampling) -> str:
+        """The key for the next occurrence of this exact request in this run."""
+        base = request_key(model, messages, sampling)
+        n = self._seen[base]
+        self._seen[base] += 1
+        return hashlib.sha256(f"{base}:{n}".encode()).hexdigest()
+
+    def get(self, key: str) -> Completion | None:
+        d = self.store.cache_get(key)
+        return completion_from_dict(d) if d is not None else None
+
+    def put(self, key: str, model: str, completion: Completion) -> None:
+        self.store.cache_put(key, model, completion_to_dict(completion))
