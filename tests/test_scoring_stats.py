@@ -252,7 +252,19 @@ def test_decide_respects_custom_threshold():
 def test_decide_without_pairs():
     d = decide([], [0.5], GateConfig())
     assert (d.accepted, d.paired, d.regression_mean) == (False, None, None)
-    assert d.reason == "no judged pairs"
+    assert d.reason == "too few judged pairs (0 < 3)"
+
+
+@pytest.mark.parametrize("deltas", [[0.05], [0.083, 0.083], [0.3, 0.4]])
+def test_decide_needs_a_minimum_of_pairs(deltas):
+    # One or two pairs give a degenerate bootstrap interval: however positive, they are no evidence.
+    d = decide(deltas, [], GateConfig())
+    assert not d.accepted and d.reason.startswith("too few judged pairs")
+    assert decide(deltas * 3, [], GateConfig(min_pairs=3)).accepted
+
+
+def test_min_pairs_is_configurable():
+    assert decide([0.2, 0.3], [], GateConfig(min_pairs=2)).accepted
 
 
 # --- text ------------------------------------------------------------------------------------------

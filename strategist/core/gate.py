@@ -16,6 +16,7 @@ class GateConfig:
     threshold: float = 0.0  # the interval's lower bound must be above this
     confidence: float = 0.95
     regression_tolerance: float = 0.05  # mean regression delta may not fall below -tolerance
+    min_pairs: int = 3  # fewer judged pairs than this is no evidence: a bootstrap of 1-2 values is degenerate
     resamples: int = 2000
 
 
@@ -31,8 +32,8 @@ def decide(
     deltas: Sequence[float], regression_deltas: Sequence[float], config: GateConfig, *, seed: int = 0
 ) -> GateDecision:
     """``deltas`` are with-minus-without scores on the target scenarios, one per (scenario, seed)."""
-    if not deltas:
-        return GateDecision(False, "no judged pairs", None, None)
+    if len(deltas) < config.min_pairs:
+        return GateDecision(False, f"too few judged pairs ({len(deltas)} < {config.min_pairs})", None, None)
     paired = paired_bootstrap(deltas, confidence=config.confidence, resamples=config.resamples, seed=seed)
     reg = sum(regression_deltas) / len(regression_deltas) if regression_deltas else None
     ci = f"mean {paired.mean:+.3f}, {config.confidence:.0%} CI [{paired.ci_low:+.3f}, {paired.ci_high:+.3f}]"
