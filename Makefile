@@ -24,9 +24,9 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 ## Grow a small library on the embedded model (no keys, no network) and print a summary.
 demo: $(VENV)/.stamp-local
 	@mkdir -p $(dir $(DEMO_DB))
-	$(BIN)/strategist init --db $(DEMO_DB) --config $(dir $(DEMO_DB))strategist.toml
-	$(BIN)/strategist grow --db $(DEMO_DB) --rounds 1 --scenarios 2 --generate 1 --samples 2 \
-		--variants 0 --regression 0 --max-turns 2 --max-strategies 1
+	$(BIN)/strategist init --db $(DEMO_DB)
+	$(BIN)/strategist grow --db $(DEMO_DB) --rounds 1 --scenarios 2 --generate 1 --samples 3 \
+		--variants 0 --regression 0 --max-turns 1 --max-strategies 1
 	$(BIN)/strategist strategies list --db $(DEMO_DB)
 
 ## Run the whole test suite (installs what it needs first).
