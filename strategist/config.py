@@ -34,6 +34,7 @@ class RoleConfig(BaseModel):
     api_key_env: str | None = None
     json_mode: Literal["auto", "schema", "object", "none"] = "auto"
     timeout: float = Field(default=120.0, gt=0)
+    retries: int = Field(default=4, ge=0, le=20)  # for transient errors (429, 5xx, timeouts)
 
     def options(self) -> dict[str, object]:
         return self.model_dump(exclude={"model"})

@@ -65,11 +65,14 @@ class StructuredOutputError(ModelError):
 class BudgetExceeded(StrategistError):
     """A run reached one of its budgets (calls, tokens). State up to here is saved."""
 
-    def __init__(self, what: str, used: int, limit: int) -> None:
+    def __init__(self, what: str, used: float, limit: float) -> None:
         self.what = what
         self.used = used
         self.limit = limit
-        super().__init__(f"budget reached: {what} {used} of {limit}")
+        if isinstance(limit, float):
+            super().__init__(f"budget reached: {what} {used:.4f} of {limit:.4f}")
+        else:
+            super().__init__(f"budget reached: {what} {used} of {limit}")
 
 
 def one_line(exc: BaseException) -> str:

@@ -134,6 +134,7 @@ def test_file_options_are_read(tmp_path):
         "api_key_env": "MY_JUDGE_KEY",
         "json_mode": "object",
         "timeout": 30.0,
+        "retries": 4,
     }
     assert s.role("teacher") == RoleConfig()
 

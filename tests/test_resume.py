@@ -36,7 +36,9 @@ def _rows(db: Path, sql: str):
 
 def _snapshot(db: Path) -> dict:
     return {
-        "dialogues": _rows(db, "select candidate_id, scenario_id, sample, condition from dialogues order by 1, 2, 3"),
+        "dialogues": _rows(
+            db, "select candidate_id, scenario_id, sample, condition from dialogues order by 1, 2, 3"
+        ),
         "judgements": _rows(db, "select count(*) from judgements")[0][0],
         "scenarios": _rows(db, "select title, origin from scenarios order by id"),
         "candidates": _rows(db, "select scenario_id, trigger, outcome from candidates order by id"),

@@ -84,7 +84,23 @@ def grow(
     max_turns: Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")] = None,
     max_calls: Annotated[int | None, typer.Option(min=1, help="Stop after this many model calls.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after this many tokens.")] = None,
+    max_cost: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0, help="Stop after this many US dollars (priced models only, from litellm's table)."
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Dialogues run at once.")] = 1,
+    per_model_concurrency: Annotated[
+        int | None, typer.Option(min=1, help="Calls in flight per model, across the roles sharing it.")
+    ] = None,
+    cache_db: Annotated[
+        str | None,
+        typer.Option(
+            help="Keep the response cache in this database instead of the library's "
+            "(share it between libraries to replay identical runs)."
+        ),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Run seed: same seed, same customer randomness.")] = 0,
     no_cache: Annotated[
         bool,
@@ -115,6 +131,7 @@ def grow(
     from ..engine.grow import GrowConfig, Grower, RoleModels
     from ..engine.ledger import Budget
     from ..models import resolve_model
+    from ..store import Store
     from .common import open_store, resolve_domain
 
     store = open_store(db)
@@ -137,9 +154,10 @@ def grow(
             weak_threshold=weak,
             max_strategies=max_strategies,
             concurrency=concurrency,
+            per_model_concurrency=per_model_concurrency,
             max_turns=max_turns,
             gate=GateConfig(samples=samples, variants=variants, regression=regression, threshold=threshold),
-            budget=Budget(max_calls=max_calls, max_tokens=max_tokens),
+            budget=Budget(max_calls=max_calls, max_tokens=max_tokens, max_cost_usd=max_cost),
         )
     roles = resolve_roles(flags, load_settings())
     # One model object per role, even when two roles share a name: each keeps its own state (KV cache).
@@ -151,13 +169,20 @@ def grow(
         )
 
     resume_run = run.id if resume else None
+    cache_store = Store.open(cache_db) if cache_db else None
+    if not json_out:
+        console.print(_estimate(config, dom, models).describe())
 
     async def go() -> Any:
         try:
             if json_out:
-                return await Grower(store, dom, models, config, resume_run=resume_run).run()
+                return await Grower(
+                    store, dom, models, config, resume_run=resume_run, cache_store=cache_store
+                ).run()
             with RichReporter() as rep:
-                return await Grower(store, dom, models, config, rep, resume_run=resume_run).run()
+                return await Grower(
+                    store, dom, models, config, rep, resume_run=resume_run, cache_store=cache_store
+                ).run()
         finally:
             for m in (models.teacher, models.student, models.customer, models.judge):
                 await m.aclose()
@@ -169,6 +194,21 @@ def grow(
         print_summary(summary.as_dict())
     if summary.status == "failed":
         raise typer.Exit(1)
+
+
+def _estimate(config: Any, domain: Any, models: Any) -> Any:
+    from ..engine.estimate import estimate
+    from ..models.litellm_model import LiteLLMModel, price_usd
+
+    by_role = {r: getattr(models, r) for r in ("teacher", "student", "customer", "judge")}
+
+    def price(name: str, prompt: int, completion: int) -> float | None:
+        model = next(m for m in by_role.values() if m.name == name)
+        if not isinstance(model, LiteLLMModel):
+            return 0.0  # in-process or test models cost nothing per call
+        return price_usd(name, prompt, completion)
+
+    return estimate(config, domain, {r: m.name for r, m in by_role.items()}, price)
 
 
 def _run_to_resume(store: Any, run_id: int | None) -> Any:

@@ -67,6 +67,7 @@ class GrowConfig:
     duplicate_threshold: float = 0.6  # scenario similarity at which a new one is dropped
     merge_threshold: float = 0.5  # strategy similarity at which a proposal is merged
     concurrency: int = 1
+    per_model_concurrency: int | None = None  # calls in flight per model name, across roles
     cache: bool = True  # replay identical requests from the response cache
     max_turns: int | None = None  # cap on agent turns per dialogue, over the scenario's own limit
     gate: GateConfig = field(default_factory=GateConfig)
@@ -138,6 +139,7 @@ class Grower:
         *,
         command: str = "grow",
         resume_run: int | None = None,
+        cache_store: Store | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
@@ -148,8 +150,11 @@ class Grower:
         else:
             self.run_id = resume_run
             store.reopen_run(resume_run)
-        cache = ResponseCache(store) if config.cache else None
-        self.ledger = Ledger(store, self.run_id, config.budget, cache=cache)
+        # The cache may live in its own database, shared by runs on different libraries.
+        cache = ResponseCache(cache_store or store) if config.cache else None
+        self.ledger = Ledger(
+            store, self.run_id, config.budget, cache=cache, per_model_concurrency=config.per_model_concurrency
+        )
         self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
         self.student = Student(self.ledger.wrap(models.student, "student"), domain)
         self.customer = Customer(self.ledger.wrap(models.customer, "customer"), domain)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,6 +19,7 @@ from .cache import ResponseCache
 class Budget:
     max_calls: int | None = None
     max_tokens: int | None = None
+    max_cost_usd: float | None = None  # counts calls whose price is known (litellm's table)
 
 
 @dataclass
@@ -33,6 +36,10 @@ class Ledger:
     calls: int = 0
     tokens: int = 0
     cache_hits: int = 0
+    cost_usd: float = 0.0
+    per_model_concurrency: int | None = None
+    unpriced: set[str] = field(default_factory=set)
+    _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     cache: ResponseCache | None = None
 
     def check(self) -> None:
@@ -41,6 +48,16 @@ class Ledger:
             raise BudgetExceeded("calls", self.calls, b.max_calls)
         if b.max_tokens is not None and self.tokens >= b.max_tokens:
             raise BudgetExceeded("tokens", self.tokens, b.max_tokens)
+        if b.max_cost_usd is not None and self.cost_usd >= b.max_cost_usd:
+            raise BudgetExceeded("cost (USD)", self.cost_usd, float(b.max_cost_usd))
+
+    def limit(self, model: str) -> asyncio.Semaphore | contextlib.nullcontext[None]:
+        """The per-model concurrency limit, shared by every role that uses the same model."""
+        if self.per_model_concurrency is None:
+            return contextlib.nullcontext()
+        if model not in self._limits:
+            self._limits[model] = asyncio.Semaphore(self.per_model_concurrency)
+        return self._limits[model]
 
     def record(
         self,
@@ -57,6 +74,16 @@ class Ledger:
             self.calls += 1
             if completion is not None:
                 self.tokens += completion.total_tokens
+                if completion.cost_usd is not None:
+                    self.cost_usd += completion.cost_usd
+                elif model not in self.unpriced:
+                    self.unpriced.add(model)
+                    if self.budget.max_cost_usd is not None and self.store is not None:
+                        self.store.record_event(
+                            self.run_id,
+                            "info",
+                            f"price of {model} is unknown: --max-cost counts only the calls of priced models",
+                        )
         if self.store is not None:
             self.store.record_call(
                 LlmCallRow(
@@ -85,15 +112,24 @@ class LedgeredModel(ChatModel):
         self.name = inner.name
 
     async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
-        self.ledger.check()
-        start = time.perf_counter()
-        try:
-            c = await self.inner.complete(messages, sampling)
-        except Exception as exc:
-            self.ledger.record(
-                self.role, self.name, None, (time.perf_counter() - start) * 1000, one_line(exc)
-            )
-            raise
+        cache = self.ledger.cache
+        key = cache.key(self.name, messages, sampling or Sampling()) if cache is not None else None
+        if cache is not None and key is not None:
+            hit = cache.get(key)
+            if hit is not None:
+                self.ledger.record(self.role, self.name, hit, 0.0)
+                return hit
+        async with self.ledger.limit(self.name):
+            self.ledger.check()
+            start = time.perf_counter()
+            try:
+                c = await self.inner.complete(messages, sampling)
+            except Exception as exc:
+                latency = (time.perf_counter() - start) * 1000
+                self.ledger.record(self.role, self.name, None, latency, one_line(exc))
+                raise
+        if cache is not None and key is not None:
+            cache.put(key, self.name, c)
         self.ledger.record(self.role, self.name, c, (time.perf_counter() - start) * 1000)
         return c
 

@@ -64,4 +64,5 @@ def resolve_model(name: str, **options: Any) -> ChatModel:
         api_key_env=options.get("api_key_env"),
         json_mode=options.get("json_mode") or "auto",
         timeout=options.get("timeout") or 120.0,
+        retries=options.get("retries", 4),
     )
