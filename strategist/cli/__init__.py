@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import StrategistError
-from . import audit, records, runtime
+from . import audit, records, runtime, scenario_tools
 from . import grow as _grow
 from .common import DbOption, DomainOption, StrategistGroup, console
 
@@ -23,6 +23,7 @@ app.add_typer(records.strategies_app, name="strategies")
 app.add_typer(records.runs_app, name="runs")
 app.add_typer(records.domains_app, name="domains")
 audit.register(app)
+scenario_tools.register()
 runtime.register(app)
 
 
