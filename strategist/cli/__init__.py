@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from ..errors import StrategistError
-from . import audit, records, runtime, scenario_tools
+from . import audit, evaluate, records, runtime, scenario_tools
 from . import grow as _grow
 from .common import DbOption, DomainOption, StrategistGroup, console
 
@@ -18,6 +18,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("grow")(_grow.grow)
+app.command("eval")(evaluate.eval_command)
 app.add_typer(records.scenarios_app, name="scenarios")
 app.add_typer(records.strategies_app, name="strategies")
 app.add_typer(records.runs_app, name="runs")

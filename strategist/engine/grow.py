@@ -29,6 +29,7 @@ from ..roles import Customer, Judge, Student, Teacher
 from ..store import Store
 from ..store.tables import CandidateRow
 from .cache import ResponseCache
+from .concurrency import run_all
 from .ledger import Budget, Ledger
 from .simulate import simulate
 
@@ -175,18 +176,8 @@ class Grower:
         self._unjudgeable = self.store.failed_dialogue_ids(self.run_id)
 
     # -- helpers ---------------------------------------------------------------------------
-    async def _limited(self, aw: Awaitable[T]) -> T:
-        async with self._sem:
-            return await aw
-
     async def _all(self, aws: Sequence[Awaitable[T]]) -> list[T]:
-        """Run concurrently; on the first error cancel the rest (no call outlives a stopped run)."""
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._limited(aw)) for aw in aws]
-        except BaseExceptionGroup as group:
-            raise group.exceptions[0] from None
-        return [t.result() for t in tasks]
+        return await run_all(aws, self._sem)
 
     def _fail(self, round_no: int, what: str, exc: BaseException, **detail: Any) -> None:
         detail = {k: v for k, v in detail.items() if v is not None}

@@ -45,7 +45,9 @@ async def simulate(
         for k in range(limit):
             picked = list(strategies(turns) if callable(strategies) else strategies)
             c = await student.reply(turns, picked, seed=derive_seed(seed, "student", k))
-            turns.append(Turn(role="student", content=c.text.strip(), strategies=[s.ref for s in picked]))
+            # Only stored strategies and candidates have refs; fixed guidelines are not recorded per turn.
+            refs = [s.ref for s in picked if s.id is not None]
+            turns.append(Turn(role="student", content=c.text.strip(), strategies=refs))
             if k == limit - 1:
                 break
             r = await customer.reply(scenario, turns, seed=derive_seed(seed, "customer", k))
