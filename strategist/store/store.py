@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
+import math
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,11 +40,64 @@ from .tables import (
 
 
 def database_url(target: str | Path) -> str:
-    """A path becomes a SQLite URL; anything with '://' is used as a SQLAlchemy URL."""
+    """A path becomes a SQLite URL; anything with '://' is used as a SQLAlchemy URL.
+
+    A plain ``postgresql://`` (or ``postgres://``) URL gets the psycopg 3 driver, the one the
+    ``postgres`` extra installs; SQLAlchemy would otherwise look for psycopg2.
+    """
     text = str(target)
     if "://" in text:
+        scheme, rest = text.split("://", 1)
+        if scheme in ("postgresql", "postgres"):
+            return f"postgresql+psycopg://{rest}"
         return text
     return f"sqlite:///{Path(text).expanduser()}"
+
+
+def _shown(url: str) -> str:
+    """A URL fit for an error message: never its password."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return url.split("://", 1)[0] + "://..."
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json_dumps(value: Any) -> str:
+    """JSON as every database takes it: NaN and infinities (which JSON does not have, and
+    PostgreSQL refuses) are stored as null, on SQLite too, so both read back the same."""
+    try:
+        return json.dumps(value, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), allow_nan=False)
+
+
+def _without_nul(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {k: _without_nul(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_nul(v) for v in value)
+    return value
+
+
+def _no_nul_in_text(
+    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _executemany: bool
+) -> tuple[str, Any]:
+    """NUL characters in text are written as U+FFFD, on every database: PostgreSQL cannot store
+    them, and one NUL in a model's reply must not fail the write of a whole dialogue. (JSON columns
+    keep them, escaped as \\u0000.)"""
+    return statement, _without_nul(parameters)
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -60,13 +116,24 @@ def make_engine(target: str | Path) -> Engine:
             parent = Path(path).parent
             if not parent.exists():
                 raise StrategistError(f"{target}: folder {parent} does not exist")
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False})
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, json_serializer=_json_dumps)
         event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "before_cursor_execute", _no_nul_in_text, retval=True)
         return engine
     try:
-        return sa.create_engine(url, pool_pre_ping=True)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise StrategistError(f"{url}: cannot open this database URL ({one_line(exc)})") from None
+        engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+        event.listen(engine, "before_cursor_execute", _no_nul_in_text, retval=True)
+        return engine
+    except ImportError as exc:
+        if url.startswith("postgresql"):
+            raise StrategistError(
+                f"{_shown(url)}: the PostgreSQL driver is not installed (pip install 'strategist[postgres]')"
+            ) from None
+        raise StrategistError(
+            f"{_shown(url)}: the database driver is not installed ({one_line(exc)})"
+        ) from None
+    except (sa.exc.ArgumentError, ValueError) as exc:
+        raise StrategistError(f"{_shown(url)}: cannot open this database URL ({one_line(exc)})") from None
 
 
 class Store(SearchStoreMixin, AuditStoreMixin):
@@ -84,7 +151,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         try:
             return migrations.migrate(self.engine)
         except sa.exc.DatabaseError as exc:
-            raise StrategistError(f"{self.engine.url}: not a usable database ({exc.orig})") from exc
+            raise StrategistError(f"{self.engine.url}: not a usable database ({one_line(exc.orig or exc)})") from exc
 
     def close(self) -> None:
         self.engine.dispose()
@@ -165,6 +232,56 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             q = q.where(ScenarioRow.split == split)
         with self.session() as s:
             return [self._scenario(r) for r in s.exec(q)]
+
+    def add_scenarios(self, scenarios: Sequence[Scenario], *, domain: Domain | None = None) -> list[Scenario]:
+        """Store scenarios (and, if given, insert or update their domain) in one transaction: all
+        or nothing."""
+        with self.session() as s:
+            if domain is not None:
+                spec = domain.model_dump(mode="json")
+                drow = s.get(DomainRow, domain.id)
+                if drow is None:
+                    s.add(DomainRow(id=domain.id, name=domain.name, spec=spec))
+                elif drow.spec != spec:
+                    drow.name, drow.spec, drow.updated_at = domain.name, spec, utcnow()
+                    s.add(drow)
+                s.flush()  # the domain row first: the scenarios' foreign key points at it
+            rows = [
+                ScenarioRow(
+                    domain_id=sc.domain,
+                    title=sc.title,
+                    intent=sc.intent,
+                    persona_key=persona_key(sc.persona),
+                    difficulty=sc.difficulty,
+                    origin=sc.origin,
+                    split=sc.split,
+                    spec=sc.model_dump(mode="json", exclude={"id"}),
+                )
+                for sc in scenarios
+            ]
+            s.add_all(rows)
+            s.commit()
+            return [sc.model_copy(update={"id": r.id}) for sc, r in zip(scenarios, rows, strict=True)]
+
+    def set_splits(self, assignments: dict[int, str]) -> None:
+        """Move scenarios to splits (scenario id -> train | dev | test) in one transaction; an
+        unknown id or split changes nothing."""
+        bad = sorted({v for v in assignments.values() if v not in ("train", "dev", "test")})
+        if bad:
+            raise ValueError(f"unknown split '{bad[0]}'")
+        ids = sorted(assignments)
+        with self.session() as s:
+            found = set(s.exec(select(ScenarioRow.id).where(col(ScenarioRow.id).in_(ids))))
+            missing = [i for i in ids if i not in found]
+            if missing:
+                raise NotFoundError(f"no scenario {missing[0]}")
+            for split in ("train", "dev", "test"):
+                chosen = [i for i in ids if assignments[i] == split]
+                if chosen:
+                    s.connection().execute(
+                        sa.update(ScenarioRow).where(col(ScenarioRow.id).in_(chosen)).values(split=split)
+                    )
+            s.commit()
 
     def scenario_scores(self, domain: str, condition: str = "baseline") -> dict[int, tuple[float, int]]:
         """scenario id -> (mean score, number of judged dialogues) under ``condition``."""
@@ -302,13 +419,23 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         with self.session() as s:
             for row in rows:
                 s.add(row)
-                if row.outcome == "merged" and row.strategy_id is not None:
-                    target = s.get(StrategyRow, row.strategy_id)
-                    if target is not None:
-                        s.flush()
-                        merged = [*target.provenance.get("merged_candidates", []), row.id]
-                        target.provenance = {**target.provenance, "merged_candidates": merged}
-                        s.add(target)
+            # Written first: the ids go into the notes, and on SQLite the write lock is then held
+            # before the strategies are read.
+            s.flush()
+            merges = sorted(
+                (row.strategy_id, row.id or 0)
+                for row in rows
+                if row.outcome == "merged" and row.strategy_id is not None
+            )
+            for sid, group in itertools.groupby(merges, key=lambda m: m[0]):
+                # Locked (PostgreSQL), targets in id order: two runs merging into one strategy
+                # wait for each other instead of losing a note or deadlocking. NO KEY UPDATE: rows
+                # that merely refer to the strategy are not held up.
+                target = s.get(StrategyRow, sid, with_for_update={"key_share": True}, populate_existing=True)
+                if target is not None:
+                    noted = [*target.provenance.get("merged_candidates", []), *(cid for _, cid in group)]
+                    target.provenance = {**target.provenance, "merged_candidates": noted}
+                    s.add(target)
             s.commit()
             for row in rows:
                 s.refresh(row)
@@ -452,7 +579,10 @@ class Store(SearchStoreMixin, AuditStoreMixin):
 
     # -- ledger and events ---------------------------------------------------------------------
     def record_call(self, row: LlmCallRow) -> None:
-        self._add(row)
+        # Once per model call: a plain INSERT, without the ORM's unit of work.
+        values = row.model_dump(exclude={"id"})
+        with self.engine.begin() as conn:
+            conn.execute(sa.insert(LlmCallRow.__table__).values(**values))  # type: ignore[attr-defined]
 
     def record_event(
         self,
@@ -590,14 +720,18 @@ class Store(SearchStoreMixin, AuditStoreMixin):
 
     # -- response cache ------------------------------------------------------------------------
     def cache_get(self, key: str) -> dict[str, Any] | None:
-        with self.session() as s:
-            row = s.get(ResponseCacheRow, key)
-        return row.completion if row is not None else None
+        table = ResponseCacheRow.__table__  # type: ignore[attr-defined]
+        with self.engine.connect() as conn:
+            found = conn.execute(sa.select(table.c.completion).where(table.c.key == key)).first()
+        return found[0] if found is not None else None
 
     def cache_put(self, key: str, model: str, completion: dict[str, Any]) -> None:
         """Store a response; a key written meanwhile by another process wins (same request)."""
-        with contextlib.suppress(sa.exc.IntegrityError):
-            self._add(ResponseCacheRow(key=key, model=model, completion=completion))
+        table = ResponseCacheRow.__table__  # type: ignore[attr-defined]
+        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+            conn.execute(
+                sa.insert(table).values(key=key, model=model, completion=completion, created_at=utcnow())
+            )
 
     def count(self, table: type[Any], **where: Any) -> int:
         q = select(func.count()).select_from(table)
