@@ -1,0 +1,1 @@
+"""Importers: build domains and scenarios from other benchmarks' files (no database access)."""
