@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import re
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -20,11 +23,12 @@ class InputError(StrategistError):
     """
 
     def __init__(self, source: str, field: str, problem: str) -> None:
+        # One line whatever the file holds: keys and values quoted from it may contain line breaks.
         self.source = source
-        self.field = field
-        self.problem = problem
-        where = f"{source}: {field}: " if field else f"{source}: "
-        super().__init__(where + problem)
+        self.field = _single_line(field)
+        self.problem = _single_line(problem)
+        where = f"{source}: {self.field}: " if self.field else f"{source}: "
+        super().__init__(where + self.problem)
 
 
 class NotFoundError(StrategistError):
@@ -75,10 +79,30 @@ class BudgetExceeded(StrategistError):
             super().__init__(f"budget reached: {what} {used} of {limit}")
 
 
-def one_line(exc: BaseException) -> str:
-    """A single-line rendering of an error, for the CLI and the ledger."""
-    text = str(exc) or type(exc).__name__
+def _single_line(text: str) -> str:
     return " ".join(text.split())
+
+
+# Environment variables whose values are secrets: OPENAI_API_KEY, MY_JUDGE_KEY, HF_TOKEN, ...
+_SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
+_MIN_SECRET = 8  # shorter values ("none", "1") are placeholders, and too common to blank out
+REDACTED = "[redacted]"
+
+
+def redact_secrets(text: str, extra: Iterable[str | None] = ()) -> str:
+    """``text`` with every secret it quotes blanked out: the values of secret-named environment
+    variables and ``extra`` (e.g. the key a request was sent with). Servers echo keys in errors."""
+    secrets = {v for k, v in os.environ.items() if _SECRET_NAME.search(k) and len(v.strip()) >= _MIN_SECRET}
+    secrets.update(e for e in extra if e and len(e.strip()) >= _MIN_SECRET)
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+def one_line(exc: BaseException) -> str:
+    """A single-line rendering of an error, for the CLI and the ledger; secrets blanked out."""
+    return redact_secrets(_single_line(str(exc) or type(exc).__name__))
 
 
 def format_loc(loc: Any) -> str:

@@ -4,7 +4,7 @@ names the file and the field (or the line, for YAML syntax errors)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -15,6 +15,7 @@ from .errors import InputError, describe_validation_error
 # Shipped packs live in the project's scenarios/ folder; a scenarios/ folder in the current
 # directory is searched first so teams can keep their own packs beside their config.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
+M = TypeVar("M", bound=BaseModel)
 
 
 class ScenarioSet(BaseModel):
@@ -38,6 +39,11 @@ def read_yaml(path: Path) -> Any:
         where = f"line {mark.line + 1}" if mark is not None else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise InputError(str(path), where, f"invalid YAML: {problem}") from None
+    except RecursionError:
+        raise InputError(str(path), "", "invalid YAML: nested too deeply") from None
+    except (ValueError, ArithmeticError) as exc:
+        # A value YAML recognises but cannot build: 2024-13-45 as a date, '!!int 0x', '!!float abc'.
+        raise InputError(str(path), "", f"invalid YAML value: {exc}") from None
 
 
 def _mapping(path: Path, data: Any) -> dict[str, Any]:
@@ -46,23 +52,25 @@ def _mapping(path: Path, data: Any) -> dict[str, Any]:
     return data
 
 
-def load_domain(path: str | Path) -> Domain:
-    path = Path(path)
-    data = _mapping(path, read_yaml(path))
+def _validate(path: Path, model: type[M], data: dict[str, Any]) -> M:
     try:
-        return Domain.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise describe_validation_error(str(path), exc) from None
+    except (RecursionError, ArithmeticError) as exc:
+        # Raised past pydantic by a validator, e.g. re.compile on a regex check like 'a{4294967296}'.
+        raise InputError(str(path), "", f"invalid value: {type(exc).__name__}: {exc}") from None
+
+
+def load_domain(path: str | Path) -> Domain:
+    path = Path(path)
+    return _validate(path, Domain, _mapping(path, read_yaml(path)))
 
 
 def load_scenario_set(path: str | Path, domain: Domain | None = None) -> tuple[str, list[Scenario]]:
     """Returns (domain id, scenarios). With ``domain``, each scenario is checked against it."""
     path = Path(path)
-    data = _mapping(path, read_yaml(path))
-    try:
-        sset = ScenarioSet.model_validate(data)
-    except ValidationError as exc:
-        raise describe_validation_error(str(path), exc) from None
+    sset = _validate(path, ScenarioSet, _mapping(path, read_yaml(path)))
     if domain is not None and sset.domain != domain.id:
         raise InputError(str(path), "domain", f"'{sset.domain}' does not match domain '{domain.id}'")
     out = []

@@ -92,7 +92,12 @@ def scenarios_import(
 
     store = open_store(db)
     raw = read_yaml(file)
-    dom_name = domain or (raw.get("domain") if isinstance(raw, dict) else None)
+    from_file = raw.get("domain") if isinstance(raw, dict) else None
+    if domain is None and from_file is not None and not isinstance(from_file, str):
+        from ..errors import InputError
+
+        raise InputError(str(file), "domain", "expected a domain id (a string)")
+    dom_name = domain or from_file
     d = resolve_domain(store, dom_name, import_scenarios=False)
     _, items = load_scenario_set(file, d)  # validates everything before storing anything
     for s in items:

@@ -34,6 +34,8 @@ class Check(BaseModel):
                 re.compile(self.regex)
             except re.error as exc:
                 raise ValueError(f"invalid regex: {exc}") from exc
+            except (OverflowError, RecursionError):
+                raise ValueError("invalid regex: too large or nested too deeply") from None
         return self
 
     @property

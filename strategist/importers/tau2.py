@@ -84,6 +84,8 @@ def _read_json(path: Path) -> Any:
         raise InputError(
             str(path), f"line {exc.lineno}", f"invalid JSON: {exc.msg} (column {exc.colno})"
         ) from None
+    except RecursionError:
+        raise InputError(str(path), "", "invalid JSON: nested too deeply") from None
 
 
 def _kind(value: Any) -> str:

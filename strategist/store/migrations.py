@@ -206,7 +206,45 @@ def m001_initial(conn: Connection) -> None:
 
 @migration
 def m002_strategy_search(conn: Connection) -> None:
-    """Reserved for the run-time retrieval index (inference work)."""
+    """Full-text index of strategies (trigger, guidance) for run-time retrieval: SQLite FTS5.
+
+    An external-content FTS5 table over ``strategies`` kept in step by triggers, so any code
+    that inserts, edits or deletes a strategy keeps the index right. Every row is indexed
+    whatever its status or domain: those are filtered at query time, so status changes cost no
+    re-indexing. Other databases (and SQLite builds without FTS5) rank in Python instead.
+    """
+    if conn.dialect.name != "sqlite":
+        return
+    try:
+        conn.exec_driver_sql(
+            'CREATE VIRTUAL TABLE strategies_fts USING fts5("trigger", guidance, '
+            "content='strategies', content_rowid='id', tokenize='porter unicode61 remove_diacritics 2')"
+        )
+    except sa.exc.OperationalError as exc:
+        if "no such module" in str(exc):
+            return
+        raise
+    # Term -> number of strategies containing it: decides which query terms are selective.
+    conn.exec_driver_sql("CREATE VIRTUAL TABLE strategies_fts_vocab USING fts5vocab(strategies_fts, row)")
+    delete_old = (
+        'INSERT INTO strategies_fts(strategies_fts, rowid, "trigger", guidance) '
+        "VALUES ('delete', old.id, old.\"trigger\", old.guidance);"
+    )
+    insert_new = (
+        'INSERT INTO strategies_fts(rowid, "trigger", guidance) VALUES (new.id, new."trigger", new.guidance);'
+    )
+    conn.exec_driver_sql(
+        f"CREATE TRIGGER strategies_fts_ai AFTER INSERT ON strategies BEGIN {insert_new} END"
+    )
+    conn.exec_driver_sql(
+        f"CREATE TRIGGER strategies_fts_ad AFTER DELETE ON strategies BEGIN {delete_old} END"
+    )
+    # Only a change of the indexed text re-indexes (not status or usage-counter updates).
+    conn.exec_driver_sql(
+        'CREATE TRIGGER strategies_fts_au AFTER UPDATE OF "trigger", guidance ON strategies '
+        f"BEGIN {delete_old} {insert_new} END"
+    )
+    conn.exec_driver_sql("INSERT INTO strategies_fts(strategies_fts) VALUES ('rebuild')")
 
 
 @migration

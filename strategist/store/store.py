@@ -6,6 +6,8 @@ import contextlib
 import itertools
 import json
 import math
+import sqlite3
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,7 +85,12 @@ def _json_dumps(value: Any) -> str:
 
 def _without_nul(value: Any) -> Any:
     if isinstance(value, str):
-        return value.replace("\x00", "\ufffd") if "\x00" in value else value
+        if "\x00" in value:
+            value = value.replace("\x00", "\ufffd")
+        if not value.isascii():
+            # A lone surrogate (e.g. from "\\ud800" in a model's JSON) cannot be encoded: replace it.
+            value = value.encode("utf-8", "replace").decode("utf-8")
+        return value
     if isinstance(value, dict):
         return {k: _without_nul(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -104,7 +111,17 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
-    cur.execute("PRAGMA journal_mode=WAL")
+    # WAL is a property of the file, set by the first connection. Switching needs the database to
+    # itself and does not wait for it (busy_timeout does not apply): when several processes open
+    # a new database at once, the switch fails at once with 'database is locked'. Try again.
+    for attempt in range(100):
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")  # where WAL is impossible, the mode stays as it was
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or attempt == 99:
+                raise
+            time.sleep(0.02)
     cur.close()
 
 
@@ -136,6 +153,12 @@ def make_engine(target: str | Path) -> Engine:
         raise StrategistError(f"{_shown(url)}: cannot open this database URL ({one_line(exc)})") from None
 
 
+_MIGRATE_TRIES = 10
+_MIGRATE_LOCK = 0x5374726174  # "Strat": the PostgreSQL advisory lock taken while migrating
+# What SQLite says when another process applied the same migration first.
+_SQLITE_MIGRATION_RACE = ("already exists", "duplicate column", "UNIQUE constraint failed: schema_migrations")
+
+
 class Store(SearchStoreMixin, AuditStoreMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -148,10 +171,38 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         return store
 
     def migrate(self) -> list[str]:
-        try:
-            return migrations.migrate(self.engine)
-        except sa.exc.DatabaseError as exc:
-            raise StrategistError(f"{self.engine.url}: not a usable database ({one_line(exc.orig or exc)})") from exc
+        """Apply pending migrations. Several processes may open a new database at once: on
+        PostgreSQL they take turns (an advisory lock); on SQLite one that finds another half-way
+        through (a table that already exists, a migration already recorded) waits and looks again."""
+        for attempt in range(_MIGRATE_TRIES):
+            try:
+                with self._migration_lock():
+                    return migrations.migrate(self.engine)
+            except sa.exc.DatabaseError as exc:
+                racing = self.engine.dialect.name == "sqlite" and any(
+                    sign in str(exc.orig) for sign in _SQLITE_MIGRATION_RACE
+                )
+                if racing and attempt + 1 < _MIGRATE_TRIES:
+                    time.sleep(0.05 * (attempt + 1))
+                    continue
+                raise StrategistError(
+                    f"{self.engine.url}: not a usable database ({one_line(exc.orig or exc)})"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    @contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        with self.engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:key)"), {"key": _MIGRATE_LOCK})
+            conn.commit()  # the lock belongs to the session, not to this transaction
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:key)"), {"key": _MIGRATE_LOCK})
+                conn.commit()
 
     def close(self) -> None:
         self.engine.dispose()

@@ -1,0 +1,1 @@
+"""The local audit web page (``strategist audit-ui``): FastAPI with Jinja2 templates."""
