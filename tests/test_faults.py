@@ -113,3 +113,23 @@ def test_unreachable_server_fails_the_run_with_exit_1(project):
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["status"] == "failed" and "no dialogue could be judged" in summary["stop_reason"]
+
+
+def test_eval_survives_faults(project):
+    faults = {1: "500", 4: "429", 7: "malformed", 9: "truncated", 12: "500", 13: "500", 14: "500"}
+    server = FakeOpenAI(faults, retry_after=0.5)
+    try:
+        _settings(project, server.url)
+        runner = CliRunner()
+        assert runner.invoke(app, ["init"]).exit_code == 0
+        result = runner.invoke(app, ["eval", "--samples", "1", "--max-turns", "1", "--json"])
+    finally:
+        server.close()
+    assert result.exit_code == 0, result.output
+    r = json.loads(result.stdout)
+    judged = sum(c["dialogues"] for c in r["conditions"])
+    # 4 test scenarios x 3 conditions: the one call whose retries ran out cost one dialogue at most.
+    assert judged + r["failures"] == 12 and r["failures"] >= 1
+    db = sqlite3.connect(project / "f.db")
+    assert db.execute("select count(*) from llm_calls where ok = 0").fetchone()[0] >= 1
+    assert db.execute("select status from runs where command = 'eval'").fetchone() == ("completed",)
