@@ -38,8 +38,19 @@ def engine(tmp_path):
 
 def test_model_tables_are_in_sqlmodel_metadata():
     expected = model_tables()
-    core = {"domains", "runs", "scenarios", "dialogues", "judgements", "candidates", "strategies",
-            "strategy_versions", "reviews", "llm_calls", "events"}
+    core = {
+        "domains",
+        "runs",
+        "scenarios",
+        "dialogues",
+        "judgements",
+        "candidates",
+        "strategies",
+        "strategy_versions",
+        "reviews",
+        "llm_calls",
+        "events",
+    }
     assert core <= set(expected)
     for name, table in expected.items():
         assert SQLModel.metadata.tables[name] is table
@@ -49,7 +60,10 @@ def test_migrate_creates_every_table_with_the_same_columns(engine):
     assert migrations.migrate(engine) == ALL_MIGRATIONS
     insp = sa.inspect(engine)
     expected = model_tables()
-    assert set(insp.get_table_names()) == set(expected) | {"schema_migrations"}
+    # Migration m002's full-text index of strategies: an FTS5 virtual table and its shadow tables.
+    search_index = {n for n in insp.get_table_names() if n.startswith("strategies_fts")}
+    assert "strategies_fts" in search_index
+    assert set(insp.get_table_names()) - search_index == set(expected) | {"schema_migrations"}
     for name, table in expected.items():
         db_cols = [c["name"] for c in insp.get_columns(name)]
         assert sorted(db_cols) == sorted(c.name for c in table.columns), name

@@ -59,6 +59,8 @@ def variables(domain, scenario) -> dict[str, dict]:
     return {
         "customer_system.j2": {"domain": domain, "scenario": scenario, "stop_marker": domain.stop_marker},
         "student_system.j2": {"domain": domain, "strategies": [STRATEGY]},
+        "bot_system.j2": {"system_prompt": "You are Acme's support bot.", "strategies": [STRATEGY]},
+        "judge_policy.j2": {"domain": domain, "strategy": STRATEGY},
         "judge_verdict.j2": {
             "domain": domain,
             "scenario": scenario,

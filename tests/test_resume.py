@@ -13,17 +13,40 @@ from pathlib import Path
 
 SCRIPT = Path(__file__).with_name("scripted_cli.py")
 ROLES = ("teacher", "student", "customer", "judge")
-GROW = ["grow", "--scenarios", "2", "--generate", "1", "--samples", "3", "--variants", "0",
-        "--regression", "1", "--max-turns", "2", "--max-strategies", "2", "--json",
-        *(f"--{r}=scripted/{r}" for r in ROLES)]
+GROW = [
+    "grow",
+    "--scenarios",
+    "2",
+    "--generate",
+    "1",
+    "--samples",
+    "3",
+    "--variants",
+    "0",
+    "--regression",
+    "1",
+    "--max-turns",
+    "2",
+    "--max-strategies",
+    "2",
+    "--json",
+    *(f"--{r}=scripted/{r}" for r in ROLES),
+]
 
 
 def _cli(args, cwd, delay=0.0, **kw):
     env = {**os.environ, "SCRIPTED_DELAY": str(delay)}
     for r in ROLES:
         env.pop(f"STRATEGIST_{r.upper()}_MODEL", None)
-    return subprocess.Popen([sys.executable, str(SCRIPT), *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, str(SCRIPT), *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 def _rows(db: Path, sql: str):
@@ -83,14 +106,23 @@ def test_kill_9_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):
 
     got = _snapshot(db)
     assert got == expected  # same rows: nothing duplicated, nothing lost, same accepted strategies
-    dupes = _rows(db, "select candidate_id, scenario_id, sample, count(*) from dialogues "
-                      "group by candidate_id, scenario_id, sample having count(*) > 1")
+    dupes = _rows(
+        db,
+        "select candidate_id, scenario_id, sample, count(*) from dialogues "
+        "group by candidate_id, scenario_id, sample having count(*) > 1",
+    )
     assert dupes == []
     assert _rows(db, "select count(*) from runs") == [(1,)]
     # Work finished before the kill was not paid for twice.
     assert summary["cache_hits"] >= 0
-    assert _rows(db, "select count(*) from judgements j join dialogues d on d.id = j.dialogue_id "
-                     "group by j.dialogue_id having count(*) > 1") == []
+    assert (
+        _rows(
+            db,
+            "select count(*) from judgements j join dialogues d on d.id = j.dialogue_id "
+            "group by j.dialogue_id having count(*) > 1",
+        )
+        == []
+    )
 
 
 def test_resume_without_an_interrupted_run_is_a_clean_error(tmp_path):

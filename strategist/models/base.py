@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import abc
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +71,21 @@ class ChatModel(abc.ABC):
     @abc.abstractmethod
     async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
         """Return the model's reply to ``messages``."""
+
+    async def stream(
+        self, messages: Sequence[Message], sampling: Sampling | None = None
+    ) -> AsyncIterator[str]:
+        """Yield the reply in pieces as it is generated.
+
+        Optional: this default yields the whole ``complete()`` text at once, so every model
+        streams; adapters whose backend streams override it.
+        """
+        completion = await self.complete(messages, sampling)
+        yield completion.text
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens ``text`` takes in this model's prompt, or None when the tokenizer is unknown."""
+        return None
 
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release resources (threads, connections). Safe to call twice."""

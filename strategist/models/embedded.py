@@ -12,7 +12,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,10 +79,15 @@ class EmbeddedModel(ChatModel):
             )
         return self._llama_obj
 
-    def _complete_sync(self, messages: list[Message], s: Sampling) -> Completion:
+    @staticmethod
+    def _request(messages: list[Message], s: Sampling) -> dict[str, Any]:
         kwargs: dict[str, Any] = {"messages": messages, **sampling_kwargs(s)}
         if s.json_schema:
             kwargs["response_format"] = {"type": "json_object", "schema": json.loads(s.json_schema)}
+        return kwargs
+
+    def _complete_sync(self, messages: list[Message], s: Sampling) -> Completion:
+        kwargs = self._request(messages, s)
         steps: list[Any] = []
         if s.top_logprobs:
             from llama_cpp import LogitsProcessorList
@@ -126,6 +131,63 @@ class EmbeddedModel(ChatModel):
     async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
         msgs = normalise_messages(messages)
         return await asyncio.to_thread(self._complete_sync, msgs, sampling or Sampling())
+
+    async def stream(
+        self, messages: Sequence[Message], sampling: Sampling | None = None
+    ) -> AsyncIterator[str]:
+        """Pieces of the reply as llama.cpp samples them.
+
+        Generation runs in a worker thread that holds the compute lock for the whole reply and
+        hands pieces to this coroutine through a queue; stopping early (closing the iterator)
+        tells the thread to stop after its current token.
+        """
+        kwargs = {**self._request(normalise_messages(messages), sampling or Sampling()), "stream": True}
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+        stop = threading.Event()
+
+        def put(kind: str, value: Any) -> None:
+            try:
+                loop.call_soon_threadsafe(queue.put_nowait, (kind, value))
+            except RuntimeError:  # the loop is gone: nobody is listening any more
+                stop.set()
+
+        def produce() -> None:
+            try:
+                with _COMPUTE_LOCK:
+                    for chunk in self._llama().create_chat_completion(**kwargs):
+                        if stop.is_set():
+                            break
+                        piece = chunk["choices"][0]["delta"].get("content")
+                        if piece:
+                            put("text", piece)
+            except Exception as exc:  # context overflow and the like, as in complete()
+                put("error", exc)
+            finally:
+                put("end", None)
+
+        worker = asyncio.ensure_future(asyncio.to_thread(produce))
+        try:
+            while True:
+                kind, value = await queue.get()
+                if kind == "text":
+                    yield value
+                elif kind == "error":
+                    raise ModelError(self.name, one_line(value)) from value
+                else:
+                    break
+        finally:
+            stop.set()
+            await worker  # the lock is free again before this returns
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens by the model's own (llama.cpp) tokenizer; loads the model if needed."""
+        llama = self._llama_obj
+        if llama is None:
+            with _COMPUTE_LOCK:
+                llama = self._llama()
+        # Tokenizing reads only the vocabulary, so it need not wait for a running generation.
+        return len(llama.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
     async def aclose(self) -> None:
         # Under the compute lock: a call still running in its thread must finish first.

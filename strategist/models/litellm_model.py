@@ -4,20 +4,23 @@ costs seconds and, unless told otherwise, reaches for the network."""
 
 from __future__ import annotations
 
+import email.utils
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     retry_if_exception,
     stop_after_attempt,
     wait_exponential_jitter,
 )
 
-from ..errors import ModelError, ModelUnavailableError, one_line
+from ..errors import ModelError, ModelUnavailableError, one_line, redact_secrets
 from .base import (
     ChatModel,
     Completion,
@@ -72,11 +75,66 @@ def _is_transient(exc: BaseException) -> bool:
     return isinstance(exc, transient)
 
 
+def price_usd(model: str, prompt_tokens: int, completion_tokens: int) -> float | None:
+    """What litellm's price table says these tokens cost on ``model``; None if it does not know it."""
+    lt = import_litellm()
+    try:
+        p, c = lt.cost_per_token(
+            model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
+    except Exception:  # litellm raises for models missing from its table
+        return None
+    return float(p) + float(c)
+
+
 def _cost(resp: Any) -> float | None:
     """The call's price from litellm's table; None for models it does not know (self-hosted ones)."""
     hidden = getattr(resp, "_hidden_params", None) or {}
     cost = hidden.get("response_cost") if isinstance(hidden, dict) else None
     return float(cost) if isinstance(cost, int | float) else None
+
+
+MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as asking for this
+
+
+def retry_after_seconds(exc: BaseException | None) -> float | None:
+    """The wait a rate-limited server asked for (Retry-After / retry-after-ms headers), if any."""
+    if exc is None:
+        return None
+    for holder in (getattr(exc, "response", None), exc):
+        headers = getattr(holder, "headers", None) or getattr(holder, "litellm_response_headers", None)
+        if not headers:
+            continue
+        ms = headers.get("retry-after-ms")
+        if ms is not None:
+            try:
+                return min(float(ms) / 1000, MAX_RETRY_AFTER)
+            except ValueError:
+                pass
+        value = headers.get("retry-after")
+        if value is None:
+            continue
+        try:
+            return min(max(float(value), 0.0), MAX_RETRY_AFTER)
+        except ValueError:
+            try:  # an HTTP date
+                when = email.utils.parsedate_to_datetime(value)
+                return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_RETRY_AFTER)
+            except (TypeError, ValueError):
+                continue
+    return None
+
+
+class _WaitRetryAfter:
+    """Honour the server's Retry-After when it gives one, else back off exponentially with jitter."""
+
+    def __init__(self) -> None:
+        self.fallback = wait_exponential_jitter(initial=1, max=30)
+
+    def __call__(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        asked = retry_after_seconds(exc)
+        return asked if asked is not None else float(self.fallback(state))
 
 
 class LiteLLMModel(ChatModel):
@@ -117,14 +175,15 @@ class LiteLLMModel(ChatModel):
             return {"type": "json_object", "schema": schema}
         return None
 
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
-        lt = import_litellm()
-        s = sampling or Sampling()
+    def _request(self, messages: Sequence[Message], s: Sampling) -> dict[str, Any]:
+        """The litellm call's arguments, shared by complete() and stream()."""
         kwargs: dict[str, Any] = {
             "model": self.name,
             "messages": normalise_messages(messages),
             **sampling_kwargs(s),
             "timeout": self.timeout,
+            # One retry loop (below, honouring Retry-After), not the client's hidden one as well.
+            "max_retries": 0,
             **self.extra,
         }
         if s.top_logprobs:
@@ -143,21 +202,33 @@ class LiteLLMModel(ChatModel):
             kwargs["api_key"] = key
         elif self.api_base and self.name.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
             kwargs["api_key"] = "none"  # self-hosted servers usually want no key, the client wants one
+        return kwargs
 
-        start = time.perf_counter()
+    async def _call(self, kwargs: dict[str, Any]) -> Any:
+        """litellm.acompletion with retries on transient errors; failures become our errors."""
+        lt = import_litellm()
         try:
             async for attempt in AsyncRetrying(
                 stop=stop_after_attempt(self.retries + 1),
-                wait=wait_exponential_jitter(initial=1, max=30),
+                wait=_WaitRetryAfter(),
                 retry=retry_if_exception(_is_transient),
                 reraise=True,
             ):
                 with attempt:
                     resp = await lt.acompletion(**kwargs)
         except Exception as exc:
+            # The key goes nowhere but the request: servers and clients echo it in errors.
+            message = redact_secrets(one_line(exc), [kwargs.get("api_key")])
             if _is_fatal(exc):
-                raise ModelUnavailableError(self.name, one_line(exc)) from exc
-            raise ModelError(self.name, one_line(exc)) from exc
+                raise ModelUnavailableError(self.name, message) from exc
+            raise ModelError(self.name, message) from exc
+        return resp
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+        s = sampling or Sampling()
+        kwargs = self._request(messages, s)
+        start = time.perf_counter()
+        resp = await self._call(kwargs)
         choice = resp.choices[0]
         usage = get_field(resp, "usage")
         return Completion(
@@ -169,3 +240,31 @@ class LiteLLMModel(ChatModel):
             cost_usd=_cost(resp),
             latency_ms=(time.perf_counter() - start) * 1000,
         )
+
+    async def stream(
+        self, messages: Sequence[Message], sampling: Sampling | None = None
+    ) -> AsyncIterator[str]:
+        """Pieces of the reply as the provider sends them (``stream=True``).
+
+        Opening the stream is retried like complete(); once text has arrived, an error ends the
+        stream with a ModelError (a retry would repeat text already handed out).
+        """
+        kwargs = {**self._request(messages, sampling or Sampling()), "stream": True}
+        kwargs.pop("logprobs", None)
+        kwargs.pop("top_logprobs", None)
+        resp = await self._call(kwargs)
+        try:
+            async for chunk in resp:
+                choices = get_field(chunk, "choices") or []
+                piece = get_field(get_field(choices[0], "delta"), "content") if choices else None
+                if piece:
+                    yield piece
+        except Exception as exc:
+            raise ModelError(self.name, redact_secrets(one_line(exc), [kwargs.get("api_key")])) from exc
+
+    def count_tokens(self, text: str) -> int | None:
+        """Tokens by litellm's counter: the model's tokenizer where litellm knows it, else tiktoken's."""
+        try:
+            return int(import_litellm().token_counter(model=self.name, text=text))
+        except Exception:  # an unknown model or a tokenizer that cannot load: the caller estimates
+            return None

@@ -46,8 +46,14 @@ def _plots(result: dict[str, Any], store: Store, outcomes: dict[str, list[float]
     fig, ax = plt.subplots(figsize=(6.4, max(2.0, 0.35 * len(rows) + 1)))
     for i, r in enumerate(rows):
         d = r["delta_none"]
-        ax.errorbar(d["mean"], i, xerr=[[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]], fmt="o",
-                    color=COLORS["library"], capsize=3)
+        ax.errorbar(
+            d["mean"],
+            i,
+            xerr=[[d["mean"] - d["ci_low"]], [d["ci_high"] - d["mean"]]],
+            fmt="o",
+            color=COLORS["library"],
+            capsize=3,
+        )
     ax.axvline(0, color="#444", lw=0.8)
     ax.set_yticks(range(len(rows)), [f"#{r['scenario_id']}" for r in rows])
     ax.set_xlabel("library minus no strategies (paired, 95% CI)")
@@ -88,10 +94,18 @@ def render_eval_report(result: dict[str, Any], store: Store, path: Path) -> None
     for r in result["scenarios"]:
         for cond, ids in r["dialogues"].items():
             outcomes.setdefault(cond, []).extend(j.score for i in ids if (j := judgements.get(i)) is not None)
-    env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=select_autoescape(["html", "j2"]),
-                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+    env = Environment(
+        loader=FileSystemLoader(str(TEMPLATES)),
+        autoescape=select_autoescape(["html", "j2"]),
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
     html = env.get_template("eval.html.j2").render(
-        r=result, plots=_plots(result, store, outcomes), dialogues=dialogues, judgements=judgements,
+        r=result,
+        plots=_plots(result, store, outcomes),
+        dialogues=dialogues,
+        judgements=judgements,
         growth=library_growth(store, result["domain"]),
     )
     path.write_text(html, encoding="utf-8")

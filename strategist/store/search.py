@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Engine
+    from sqlalchemy.engine import Connection, Engine
 
 _strategies = sa.table(
     "strategies",
@@ -55,6 +55,17 @@ class SearchHit:
     score: float  # BM25, higher is better (FTS5's bm25() negated)
 
 
+def _raw(conn: Connection, sql: str, params: Sequence[tuple[Any, ...]]) -> list[list[Any]]:
+    """Run ``sql`` once per parameter tuple on the DB-API cursor itself: retrieval runs on every
+    bot turn, and SQLAlchemy's statement and result handling would cost about as much as the
+    search."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        return [cursor.execute(sql, p).fetchall() for p in params]
+    finally:
+        cursor.close()
+
+
 def _doc(row: Any) -> StrategyDoc:
     return StrategyDoc(int(row[0]), int(row[1]), str(row[2]), str(row[3]), str(row[4]), str(row[5] or ""))
 
@@ -85,10 +96,9 @@ class SearchStoreMixin:
         if not terms:
             return {}
         marks = ",".join("?" * len(terms))
+        sql = f"SELECT term, doc FROM strategies_fts_vocab WHERE term IN ({marks})"
         with self.engine.connect() as conn:
-            rows = conn.exec_driver_sql(
-                f"SELECT term, doc FROM strategies_fts_vocab WHERE term IN ({marks})", tuple(terms)
-            ).all()
+            rows = _raw(conn, sql, [tuple(terms)])[0]
         return {str(t): int(n) for t, n in rows}
 
     def search_strategies(
@@ -106,18 +116,9 @@ class SearchStoreMixin:
             f"WHERE strategies_fts MATCH ? AND s.domain_id = ? AND s.status IN ({marks}) "
             "ORDER BY rank, s.id LIMIT ?"
         )
-        out = []
         with self.engine.connect() as conn:
-            # The DB-API cursor directly: this runs on every bot turn, and SQLAlchemy's result
-            # machinery would cost about as much as the search itself.
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
-                for match in matches:
-                    rows = cursor.execute(sql, (match, domain, *statuses, limit)).fetchall()
-                    out.append([SearchHit(_doc(r), -float(r[6])) for r in rows])
-            finally:
-                cursor.close()
-        return out
+            results = _raw(conn, sql, [(match, domain, *statuses, limit) for match in matches])
+        return [[SearchHit(_doc(r), -float(r[6])) for r in rows] for rows in results]
 
     def search_index_segments(self) -> int:
         """How many segments the FTS5 index is split into (each one a query has to visit)."""

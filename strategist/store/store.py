@@ -618,6 +618,15 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         with self.session() as s:
             return list(s.exec(q))
 
+    def count_strategies(self, domain: str, statuses: Sequence[str]) -> int:
+        q = (
+            select(func.count())
+            .select_from(StrategyRow)
+            .where(StrategyRow.domain_id == domain, col(StrategyRow.status).in_(list(statuses)))
+        )
+        with self.session() as s:
+            return int(s.exec(q).one())
+
     def strategy_versions(self, strategy_id: int) -> list[StrategyVersionRow]:
         with self.session() as s:
             q = select(StrategyVersionRow).where(StrategyVersionRow.strategy_id == strategy_id)

@@ -1,0 +1,484 @@
+"""``StrategyLibrary``: the strategies that fit a live conversation, and the prompt that carries them.
+
+>>> library = StrategyLibrary.open("strategist.db")
+>>> found = library.retrieve(messages, domain="northwind", k=3, budget=300)
+>>> messages = library.augment(messages, domain="northwind")   # for your own LLM client
+>>> messages.refs                                            # ['strategy:12@v2', ...]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import threading
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..core.dialogue import StrategyText
+from ..errors import ConfigError, InputError, StrategistError
+from .retrieval import (
+    Embedder,
+    Ranker,
+    Reranker,
+    Retrieval,
+    TokenCounter,
+    default_ranker,
+    estimate_tokens,
+    select_within_budget,
+)
+from .text import conversation_segments, message_text, query_terms
+
+if TYPE_CHECKING:
+    from ..core.domain import Domain
+    from ..store import Store
+    from ..store.search import SearchHit
+
+DEFAULT_K = 3
+#: Tokens the strategies may take in the prompt, all together.
+DEFAULT_BUDGET = 300
+#: BM25 floors the weight of a word found in half the strategies or more at 1e-6: a strategy
+#: that matched only such words scores about that, which is no evidence that it fits.
+MIN_SCORE = 1e-3
+#: Libraries smaller than this keep matches that only reach BM25's floor (see _rank).
+SMALL_LIBRARY = 20
+APPROVED = ("approved",)
+APPROVED_AND_PENDING = ("approved", "pending")
+SYSTEM_ROLES = ("system", "developer")
+
+
+class UsageCounter:
+    """Counts how often each strategy is retrieved and adds the counts to the database in
+    batches (``strategies.times_retrieved``), from a background thread, never one write per call."""
+
+    def __init__(self, store: Store, *, flush_every: int = 256, flush_seconds: float = 5.0) -> None:
+        self.store = store
+        self.flush_every = flush_every
+        self.flush_seconds = flush_seconds
+        self._counts: Counter[int] = Counter()
+        self._lock = threading.Lock()  # guards the counts; held only briefly
+        self._write_lock = threading.Lock()  # one batch written at a time
+        self._last = time.monotonic()
+        self._flushing = False
+        self.flushes = 0  # batches written, for tests and curiosity
+
+    @property
+    def pending(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._counts)
+
+    def record(self, ids: Iterable[int]) -> None:
+        with self._lock:
+            self._counts.update(ids)
+            due = sum(self._counts.values()) >= self.flush_every or (
+                self._counts and time.monotonic() - self._last >= self.flush_seconds
+            )
+            start = due and not self._flushing
+            if start:
+                self._flushing = True
+        if start:
+            threading.Thread(target=self._flush_in_background, name="strategist-usage", daemon=True).start()
+
+    def flush(self) -> None:
+        """Write what has been counted so far, now (after any write already under way)."""
+        with self._write_lock:
+            with self._lock:
+                counts, self._counts = self._counts, Counter()
+                self._last = time.monotonic()
+            if not counts:
+                return
+            try:
+                self.store.add_retrieval_counts(counts)
+            except Exception:
+                with self._lock:  # keep them for the next attempt
+                    self._counts.update(counts)
+                raise
+            self.flushes += 1
+
+    def _flush_in_background(self) -> None:
+        try:
+            self.flush()
+        except Exception:  # counters must never break retrieval; they are retried next time
+            pass
+        finally:
+            with self._lock:
+                self._flushing = False
+
+
+_open_counters: weakref.WeakSet[UsageCounter] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    # A script that never closes its library still keeps its counts.
+    for counter in list(_open_counters):
+        with contextlib.suppress(Exception):
+            counter.flush()
+
+
+class AugmentedMessages(list[dict[str, Any]]):
+    """A plain list of OpenAI-style messages that also says which strategies went into it."""
+
+    retrieval: Retrieval
+
+    @property
+    def refs(self) -> list[str]:
+        return self.retrieval.refs
+
+
+class StrategyLibrary:
+    """Retrieval over a strategy library, plus rendering of the student's system prompt.
+
+    Only *approved* strategies are used unless ``include_pending`` (for experiments; every
+    result says when it was on), and only those scoring above ``min_score`` (BM25).
+    ``template`` is a Jinja2 file of your own for the system prompt; it receives
+    ``system_prompt`` (your prompt, or None), ``domain`` and ``strategies``.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        domain: str | None = None,
+        k: int = DEFAULT_K,
+        budget: int | None = DEFAULT_BUDGET,
+        include_pending: bool = False,
+        min_score: float = MIN_SCORE,
+        token_counter: TokenCounter | None = None,
+        embedder: Embedder | None = None,
+        rerank_depth: int = 20,
+        ranker: Ranker | None = None,
+        template: str | Path | None = None,
+        flush_every: int = 256,
+        flush_seconds: float = 5.0,
+        owns_store: bool = False,
+    ) -> None:
+        _check_limits(k, budget)
+        self.store = store
+        self.default_domain = domain
+        self.k = k
+        self.budget = budget
+        self.include_pending = include_pending
+        self.min_score = min_score
+        self.token_counter = token_counter or estimate_tokens
+        self.ranker = ranker or default_ranker(store)
+        self.reranker = Reranker(embedder, depth=rerank_depth) if embedder else None
+        self.template = Path(template) if template else None
+        if self.template is not None and not self.template.is_file():
+            raise ConfigError(f"prompt template not found: {self.template}")
+        self.usage = UsageCounter(store, flush_every=flush_every, flush_seconds=flush_seconds)
+        self._owns_store = owns_store
+        self._domains: dict[str, Domain] = {}
+        self._token_cache: dict[tuple[int, str], int] = {}
+        _open_counters.add(self.usage)
+
+    @classmethod
+    def open(cls, target: str | Path, *, optimize: bool = True, **options: Any) -> StrategyLibrary:
+        """Open a library database: a SQLite file path or any SQLAlchemy URL.
+
+        With ``optimize`` the full-text index is first merged into one segment if it has
+        several (see ``optimize``).
+        """
+        from ..store import Store
+
+        library = cls(Store.open(target), owns_store=True, **options)
+        if optimize:
+            library.optimize(only_if_needed=True)
+        return library
+
+    def optimize(self, *, only_if_needed: bool = False) -> bool:
+        """Merge the FTS5 index into one segment (two to three times faster queries).
+
+        Each write to the strategies adds a segment that FTS5 merges only lazily. A database
+        that cannot be written to (read-only file, another writer holding the lock past the
+        busy timeout) is left as it is. Returns whether the index was merged.
+        """
+        import sqlalchemy as sa
+
+        if not self.store.has_search_index():
+            return False
+        try:
+            if only_if_needed and self.store.search_index_segments() <= 1:
+                return False
+            self.store.optimize_search_index()
+        except sa.exc.OperationalError:
+            return False
+        return True
+
+    # -- domains -------------------------------------------------------------------------------
+    def domain_id(self, domain: str | None = None) -> str:
+        """The domain to use: the argument, the library's default, or the only one stored."""
+        chosen = domain or self.default_domain
+        if chosen:
+            return chosen
+        known = [d.id for d in self.store.list_domains()]
+        if len(known) == 1:
+            self.default_domain = known[0]
+            return known[0]
+        if not known:
+            raise StrategistError("the library has no domain yet; load one with: strategist init")
+        raise StrategistError(f"the library has several domains ({', '.join(known)}); pass domain=")
+
+    def domain(self, domain: str | None = None) -> Domain:
+        key = self.domain_id(domain)
+        if key not in self._domains:
+            self._domains[key] = self.store.get_domain(key)
+        return self._domains[key]
+
+    # -- retrieval -----------------------------------------------------------------------------
+    def _rank(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        domain: str | None,
+        k: int | None,
+        budget: int | None,
+        include_pending: bool | None,
+    ) -> tuple[dict[str, Any], list[SearchHit], str]:
+        check_messages(messages)
+        k = self.k if k is None else k
+        budget = self.budget if budget is None else budget
+        _check_limits(k, budget)
+        pending = self.include_pending if include_pending is None else include_pending
+        dom = self.domain_id(domain)
+        segments = conversation_segments(messages)
+        terms = query_terms(segments)
+        pool = max(4 * k, 12, self.reranker.depth if self.reranker else 0)
+        statuses = APPROVED_AND_PENDING if pending else APPROVED
+        hits = self.ranker.rank(terms, domain=dom, statuses=statuses, limit=pool, enough=k) if k else []
+        kept = [h for h in hits if h.score > self.min_score]
+        if hits and not kept and self.store.count_strategies(dom, statuses) < SMALL_LIBRARY:
+            # Below this size every shared word sits in "half the library or more", where BM25
+            # floors its weight: the floor says nothing here, and a match is still a match.
+            kept = hits
+        hits = kept
+        query_text = "\n".join(text for text, _ in segments)
+        settings = {"domain": dom, "k": k, "budget": budget, "include_pending": pending, "query": terms}
+        return settings, hits, query_text
+
+    def _choose(
+        self,
+        settings: dict[str, Any],
+        hits: list[SearchHit],
+        scores: Sequence[float],
+        token_counter: TokenCounter | None,
+    ) -> Retrieval:
+        count = self._cached_counter(token_counter or self.token_counter)
+        chosen = select_within_budget(
+            hits, k=settings["k"], budget=settings["budget"], count=count, scores=scores
+        )
+        self.usage.record(r.strategy.id for r in chosen if r.strategy.id is not None)
+        ranker = self.ranker.name + ("+embeddings" if self.reranker else "")
+        return Retrieval(strategies=chosen, ranker=ranker, **settings)
+
+    def _cached_counter(self, counter: TokenCounter) -> TokenCounter:
+        # Strategies repeat across calls; a model's tokenizer can cost far more than the lookup.
+        key = id(counter)
+
+        def count(text: str) -> int:
+            cache_key = (key, text)
+            n = self._token_cache.get(cache_key)
+            if n is None:
+                if len(self._token_cache) > 50_000:
+                    self._token_cache.clear()
+                n = self._token_cache[cache_key] = counter(text)
+            return n
+
+        return count
+
+    def retrieve(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        domain: str | None = None,
+        k: int | None = None,
+        budget: int | None = None,
+        include_pending: bool | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> Retrieval:
+        """The best strategies for the conversation's next agent turn: at most ``k``, together
+        within ``budget`` tokens, each with its score. Arguments left out take the library's
+        settings (a library made with ``budget=None`` has no token limit)."""
+        settings, hits, query = self._rank(messages, domain, k, budget, include_pending)
+        scores: Sequence[float] = [h.score for h in hits]
+        if self.reranker and hits:
+            hits, scores = _run_sync(self.reranker.rerank(query, hits), "retrieve", "aretrieve")
+        return self._choose(settings, hits, scores, token_counter)
+
+    async def aretrieve(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        domain: str | None = None,
+        k: int | None = None,
+        budget: int | None = None,
+        include_pending: bool | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> Retrieval:
+        """``retrieve`` for async code; the database part takes about a millisecond and runs inline."""
+        settings, hits, query = self._rank(messages, domain, k, budget, include_pending)
+        scores: Sequence[float] = [h.score for h in hits]
+        if self.reranker and hits:
+            hits, scores = await self.reranker.rerank(query, hits)
+        return self._choose(settings, hits, scores, token_counter)
+
+    # -- the prompt ----------------------------------------------------------------------------
+    def system_prompt(
+        self,
+        strategies: Retrieval | Sequence[StrategyText],
+        *,
+        domain: str | None = None,
+        system_prompt: str | None = None,
+    ) -> str:
+        """The student's system prompt with ``strategies`` in it.
+
+        With ``system_prompt`` (yours): it, then the strategies section. Without: the domain's
+        agent role and policy, then the strategies (the prompt the strategies were tested with).
+        A ``template`` given to the library replaces both.
+        """
+        texts = strategies.texts if isinstance(strategies, Retrieval) else list(strategies)
+        if self.template is not None:
+            dom = self.domain(domain)
+            return render_file(self.template, system_prompt=system_prompt, domain=dom, strategies=texts)
+        from ..prompting import render
+
+        if system_prompt is not None:
+            return render("bot_system.j2", system_prompt=system_prompt, strategies=texts)
+        return render("student_system.j2", domain=self.domain(domain), strategies=texts)
+
+    def augment_with(
+        self, messages: Sequence[Mapping[str, Any]], retrieval: Retrieval, *, system_prompt: str | None = None
+    ) -> AugmentedMessages:
+        """``messages`` with the system prompt carrying ``retrieval``'s strategies.
+
+        The system prompt is built on ``system_prompt`` if given, else on the conversation's
+        first system message (which it replaces), else on the domain's policy prompt.
+        """
+        out = [dict(m) for m in messages]
+        first = next((i for i, m in enumerate(out) if m.get("role") in SYSTEM_ROLES), None)
+        base = system_prompt
+        if base is None and first is not None:
+            base = message_text(out[first])
+        text = self.system_prompt(retrieval, domain=retrieval.domain, system_prompt=base)
+        if first is None:
+            out.insert(0, {"role": "system", "content": text})
+        else:
+            out[first] = {"role": "system", "content": text}
+        result = AugmentedMessages(out)
+        result.retrieval = retrieval
+        return result
+
+    def augment(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        domain: str | None = None,
+        k: int | None = None,
+        budget: int | None = None,
+        include_pending: bool | None = None,
+        system_prompt: str | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> AugmentedMessages:
+        """Retrieve, then return the messages to send to your own LLM client (``.refs`` says
+        which strategies are in them)."""
+        found = self.retrieve(
+            messages,
+            domain=domain,
+            k=k,
+            budget=budget,
+            include_pending=include_pending,
+            token_counter=token_counter,
+        )
+        return self.augment_with(messages, found, system_prompt=system_prompt)
+
+    async def aaugment(
+        self,
+        messages: Sequence[Mapping[str, Any]],
+        *,
+        domain: str | None = None,
+        k: int | None = None,
+        budget: int | None = None,
+        include_pending: bool | None = None,
+        system_prompt: str | None = None,
+        token_counter: TokenCounter | None = None,
+    ) -> AugmentedMessages:
+        found = await self.aretrieve(
+            messages,
+            domain=domain,
+            k=k,
+            budget=budget,
+            include_pending=include_pending,
+            token_counter=token_counter,
+        )
+        return self.augment_with(messages, found, system_prompt=system_prompt)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write the usage counters now (they are otherwise written in batches)."""
+        self.usage.flush()
+
+    def close(self) -> None:
+        self.flush()
+        _open_counters.discard(self.usage)
+        if self._owns_store:
+            self.store.close()
+
+    def __enter__(self) -> StrategyLibrary:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _check_limits(k: int, budget: int | None) -> None:
+    if k < 0:
+        raise StrategistError(f"k must be 0 or more, not {k}")
+    if budget is not None and budget < 0:
+        raise StrategistError(f"budget must be 0 or more tokens, not {budget}")
+
+
+def check_messages(messages: Any) -> None:
+    """OpenAI-style messages: a list of dicts, each with a role; content a string or text parts."""
+    if not isinstance(messages, Sequence) or isinstance(messages, str | bytes):
+        raise InputError("messages", "", "must be a list of {role, content} dicts")
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping):
+            raise InputError("messages", f"[{i}]", "must be a dict with 'role' and 'content'")
+        if not isinstance(m.get("role"), str):
+            raise InputError("messages", f"[{i}].role", "must be a string")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise InputError("messages", f"[{i}].content", "must be a string or a list of parts")
+
+
+def render_file(path: Path, **variables: Any) -> str:
+    """Render a user's own template file with the prompt loader's settings (StrictUndefined).
+
+    The built-in prompts stay reachable from it (``{% include "bot_system.j2" %}``).
+    """
+    from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
+
+    from ..prompting import _environment_for
+
+    try:
+        template = _environment_for((str(path.parent),)).get_template(path.name)
+        return template.render(**variables).strip()
+    except TemplateNotFound as exc:
+        raise ConfigError(f"prompt template not found: {path}") from exc
+    except TemplateSyntaxError as exc:
+        raise ConfigError(f"prompt template {path}: line {exc.lineno}: {exc.message}") from exc
+    except UndefinedError as exc:
+        raise ConfigError(f"prompt template {path}: {exc.message}") from exc
+
+
+def _run_sync(coro: Any, name: str, async_name: str) -> Any:
+    """Run a coroutine from sync code; inside a running event loop, point to the async method."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    coro.close()
+    raise StrategistError(f"{name}() with embeddings cannot run inside an event loop; use {async_name}()")

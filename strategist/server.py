@@ -1,0 +1,332 @@
+"""An OpenAI-compatible endpoint that puts the right strategies into every request.
+
+``POST /v1/chat/completions`` (streaming or not) and ``GET /v1/models``: an existing bot adopts
+the library by pointing its OpenAI client's base URL here. Each request's conversation is used
+to retrieve strategies, the system prompt is rebuilt with them (the request's own system
+message is kept as its base), and the request goes on to the upstream model through the model
+layer (litellm for any real model name). The response says which strategies were used: header
+``x-strategist-strategies`` (refs such as ``strategy:12@v2``, comma-separated) and a
+``strategist`` field in the body (in the first chunk when streaming).
+
+Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
+request, 404 for an unknown model or path, 502 when the upstream model fails, 500 otherwise.
+
+    uvicorn.run(create_app(StrategyLibrary.open("strategist.db"), resolve_model("openai/gpt-4o-mini")))
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Literal
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, one_line
+from .models.base import ChatModel, Message, Sampling
+from .runtime.bot import model_token_counter
+from .runtime.library import StrategyLibrary
+from .runtime.text import message_text
+
+STRATEGIES_HEADER = "x-strategist-strategies"
+PENDING_HEADER = "x-strategist-include-pending"
+# Parameters that change what a client expects back and that this endpoint cannot honour.
+UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call")
+
+
+class ContentPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["text"]
+    text: str
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant"]
+    content: str | list[ContentPart] | None = None
+
+
+class ChatRequest(BaseModel):
+    """The part of OpenAI's chat-completions request this endpoint reads; the rest is ignored."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: str = Field(min_length=1)
+    messages: list[ChatMessage] = Field(min_length=1)
+    stream: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    n: int | None = Field(default=None, ge=1)
+
+
+class ApiError(Exception):
+    """An error to send back in OpenAI's shape."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = {"error": {"message": message, "type": type, "param": param, "code": code}}
+
+
+def _error_response(err: ApiError) -> JSONResponse:
+    return JSONResponse(err.body, status_code=err.status)
+
+
+def _param(loc: Sequence[Any]) -> str:
+    """A pydantic location as OpenAI names parameters: ``messages[0].role``."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
+    return out
+
+
+def _validation_error(exc: ValidationError) -> ApiError:
+    first = exc.errors()[0]
+    # A union (content: str | parts) reports one error per branch; name the field, not the branch.
+    loc = [p for p in first.get("loc", ()) if p not in ("str", "list[ContentPart]")]
+    param = _param(loc) or None
+    missing = first.get("type") == "missing"
+    message = f"{param}: {first.get('msg', 'invalid')}" if param else str(first.get("msg", "invalid"))
+    return ApiError(
+        400, message, param=param, code="missing_required_parameter" if missing else "invalid_value"
+    )
+
+
+def _parse(body: Any) -> ChatRequest:
+    if not isinstance(body, dict):
+        raise ApiError(400, "the request body must be a JSON object", code="invalid_value")
+    for name in UNSUPPORTED:
+        if body.get(name):
+            raise ApiError(
+                400, f"'{name}' is not supported by this endpoint", param=name, code="unsupported_parameter"
+            )
+    try:
+        req = ChatRequest.model_validate(body)
+    except ValidationError as exc:
+        raise _validation_error(exc) from None
+    if req.n not in (None, 1):
+        raise ApiError(400, "only n=1 is supported", param="n", code="unsupported_value")
+    return req
+
+
+def _sampling(req: ChatRequest, default: Sampling) -> Sampling:
+    stop: tuple[str, ...] = (req.stop,) if isinstance(req.stop, str) else tuple(req.stop or ())
+    return Sampling(
+        temperature=default.temperature if req.temperature is None else req.temperature,
+        max_tokens=req.max_completion_tokens or req.max_tokens or default.max_tokens,
+        seed=req.seed,
+        stop=stop,
+    )
+
+
+def create_app(
+    library: StrategyLibrary,
+    upstream: ChatModel,
+    domain: str | None = None,
+    *,
+    model_names: Sequence[str] | None = None,
+    k: int | None = None,
+    budget: int | None = None,
+    include_pending: bool | None = None,
+    system_prompt: str | None = None,
+    sampling: Sampling | None = None,
+) -> FastAPI:
+    """The FastAPI app. ``model_names``: the model names clients may ask for (404 for others);
+    None accepts any name, so a bot only has to change its base URL. ``system_prompt`` is used
+    for requests that bring no system message (else the domain's policy prompt)."""
+    domain_id = library.domain_id(domain)
+    library.domain(domain_id)  # fail at start-up, not at the first request
+    names = list(model_names) if model_names else [upstream.name]
+    strict = bool(model_names)
+    default_sampling = sampling or Sampling(temperature=0.7, max_tokens=512)
+    counter = model_token_counter(upstream)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        # Load the upstream's tokenizer (litellm takes seconds to import) before taking requests.
+        await asyncio.to_thread(counter, "ready")
+        yield
+        library.flush()
+
+    app = FastAPI(title="strategist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(ApiError)
+    async def _api_error(_request: Request, exc: ApiError) -> JSONResponse:
+        return _error_response(exc)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return _error_response(ApiError(exc.status_code, str(exc.detail), type=kind))
+
+    @app.exception_handler(RequestValidationError)
+    async def _request_error(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return _error_response(ApiError(400, one_line(exc), code="invalid_value"))
+
+    @app.exception_handler(Exception)
+    async def _server_error(_request: Request, exc: Exception) -> JSONResponse:
+        return _error_response(ApiError(500, f"internal error: {one_line(exc)}", type="server_error"))
+
+    def model_card(name: str) -> dict[str, Any]:
+        return {"id": name, "object": "model", "created": 0, "owned_by": "strategist"}
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"object": "list", "data": [model_card(n) for n in names]}
+
+    @app.get("/v1/models/{name:path}")
+    async def get_model(name: str) -> dict[str, Any]:
+        if name not in names:
+            raise ApiError(404, f"model '{name}' is not served here", param="model", code="model_not_found")
+        return model_card(name)
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok", "upstream": upstream.name, "domain": domain_id}
+
+    @app.post("/v1/chat/completions", response_model=None)
+    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
+        try:
+            body = await request.json()
+        except ValueError:
+            raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+        req = _parse(body)
+        if strict and req.model not in names:
+            served = ", ".join(names)
+            raise ApiError(
+                404,
+                f"model '{req.model}' is not served here (served: {served})",
+                param="model",
+                code="model_not_found",
+            )
+        messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        try:
+            augmented = await library.aaugment(
+                messages,
+                domain=domain_id,
+                k=k,
+                budget=budget,
+                include_pending=include_pending,
+                system_prompt=system_prompt
+                if not any(m["role"] in ("system", "developer") for m in messages)
+                else None,
+                token_counter=counter,
+            )
+        except InputError as exc:
+            raise ApiError(400, str(exc), param="messages", code="invalid_value") from None
+        found = augmented.retrieval
+        sent: list[Message] = [{"role": _role(m["role"]), "content": message_text(m)} for m in augmented]
+        s = _sampling(req, default_sampling)
+        info = {"strategies": found.refs, "include_pending": found.include_pending, "domain": found.domain}
+        headers = {
+            STRATEGIES_HEADER: ",".join(found.refs),
+            PENDING_HEADER: str(found.include_pending).lower(),
+        }
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if not req.stream:
+            try:
+                c = await upstream.complete(sent, s)
+            except (ModelError, ModelUnavailableError) as exc:
+                raise _upstream_error(exc) from None
+            finish = "length" if c.completion_tokens >= s.max_tokens else "stop"
+            return JSONResponse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": created,
+                    "model": upstream.name,
+                    "choices": [
+                        {
+                            "index": 0,
+                            "message": {"role": "assistant", "content": c.text},
+                            "finish_reason": finish,
+                        }
+                    ],
+                    "usage": {
+                        "prompt_tokens": c.prompt_tokens,
+                        "completion_tokens": c.completion_tokens,
+                        "total_tokens": c.total_tokens,
+                    },
+                    "strategist": info,
+                },
+                headers=headers,
+            )
+
+        pieces = upstream.stream(sent, s)
+        # Wait for the first piece before answering: a failing upstream still gets a proper
+        # error status instead of a stream that breaks off.
+        try:
+            first: str | None = await pieces.__anext__()
+        except StopAsyncIteration:
+            first = None
+        except (ModelError, ModelUnavailableError) as exc:
+            await _aclose(pieces)
+            raise _upstream_error(exc) from None
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
+            data = {
+                "id": completion_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": upstream.name,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+            return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+        async def events() -> AsyncIterator[str]:
+            try:
+                yield chunk({"role": "assistant", "content": ""}, strategist=info)
+                if first:
+                    yield chunk({"content": first})
+                async for piece in pieces:
+                    yield chunk({"content": piece})
+                yield chunk({}, "stop")
+            except StrategistError as exc:
+                err = _upstream_error(exc) if isinstance(exc, ModelError) else ApiError(500, one_line(exc))
+                yield f"data: {json.dumps(err.body)}\n\n"
+            finally:
+                await _aclose(pieces)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
+
+    return app
+
+
+async def _aclose(iterator: AsyncIterator[str]) -> None:
+    close = getattr(iterator, "aclose", None)
+    if close is not None:
+        await close()
+
+
+def _role(role: str) -> str:
+    return "system" if role == "developer" else role
+
+
+def _upstream_error(exc: StrategistError) -> ApiError:
+    return ApiError(
+        502, f"upstream model failed: {one_line(exc)}", type="upstream_error", code="upstream_error"
+    )
