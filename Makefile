@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_DB ?= demo/strategist.db
 
-.PHONY: demo test lint typecheck check clean
+.PHONY: demo test bench lint typecheck check clean
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "strategist needs Python 3.11 or newer (set PYTHON=python3.11)")'
@@ -33,9 +33,13 @@ demo: $(VENV)/.stamp-local
 test: $(VENV)/.stamp-dev
 	$(BIN)/pytest -q
 
+## Measure strategist's own costs; prints a table and writes benchmarks/results.json.
+bench: $(VENV)/.stamp-dev
+	$(BIN)/python benchmarks/run.py
+
 lint: $(VENV)/.stamp-dev
-	$(BIN)/ruff check strategist tests examples
-	$(BIN)/ruff format --check strategist tests examples
+	$(BIN)/ruff check strategist tests examples benchmarks
+	$(BIN)/ruff format --check strategist tests examples benchmarks
 
 typecheck: $(VENV)/.stamp-dev
 	$(BIN)/mypy

@@ -16,6 +16,7 @@ embedded model's tokenizer (SmolLM2) when it is installed, else estimated at 4 c
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import tempfile
@@ -201,13 +202,9 @@ def measure(
     return wall, cpu
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000", help="library sizes, comma-separated")
-    parser.add_argument("--queries", type=int, default=1000, help="timed retrievals per size")
-    parser.add_argument("--python-ranker", action="store_true", help="also time the non-FTS5 fallback")
-    args = parser.parse_args()
-    sizes = [int(s) for s in args.sizes.split(",")]
+def run(
+    sizes: list[int], queries: int, python_ranker: bool, progress: bool = True
+) -> tuple[list[dict[str, Any]], str]:
     from strategist.packs import load_domain
 
     domain = load_domain(ROOT / "scenarios" / "northwind" / "domain.yaml")
@@ -219,7 +216,7 @@ def main() -> None:
             t0 = time.perf_counter()
             store = build(Path(tmp) / f"lib{n}.db", n, synth, domain)
             build_s = time.perf_counter() - t0
-            conversations = [synth.conversation() for _ in range(args.queries)]
+            conversations = [synth.conversation() for _ in range(queries)]
             library = StrategyLibrary(store, domain=domain.id, k=3, budget=300, token_counter=count)
             library.optimize()  # what StrategyLibrary.open() does
             times, cpu = measure(library, conversations)
@@ -238,7 +235,7 @@ def main() -> None:
                 "strategies": statistics.mean(injected),
                 "tokens": statistics.mean(overhead),
             }
-            if args.python_ranker:
+            if python_ranker:
                 fallback = StrategyLibrary(
                     store, domain=domain.id, k=3, budget=300, token_counter=count, ranker=PythonRanker(store)
                 )
@@ -250,7 +247,25 @@ def main() -> None:
             library.close()
             store.close()
             rows.append(row)
-            print(f"  built and measured {n} strategies (build {build_s:.1f} s)", flush=True)
+            if progress:
+                print(f"  built and measured {n} strategies (build {build_s:.1f} s)", flush=True)
+    return rows, counter_name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="1000,10000,100000", help="library sizes, comma-separated")
+    parser.add_argument("--queries", type=int, default=1000, help="timed retrievals per size")
+    parser.add_argument("--python-ranker", action="store_true", help="also time the non-FTS5 fallback")
+    parser.add_argument("--json", action="store_true", help="print the rows as JSON only")
+    args = parser.parse_args()
+    sizes = [int(s) for s in args.sizes.split(",")]
+    rows, counter_name = run(sizes, args.queries, args.python_ranker, progress=not args.json)
+    if args.json:
+        print(
+            json.dumps({"queries": args.queries, "tokens_counted_with": counter_name, "rows": rows}, indent=2)
+        )
+        return
     print()
     print(
         f"retrieve(): k=3, budget=300 tokens, {args.queries} conversations per size; tokens: {counter_name}"

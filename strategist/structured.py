@@ -3,6 +3,7 @@ and give up with one StructuredOutputError that carries the attempts and the las
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Sequence
@@ -76,6 +77,7 @@ def _strip_bounds(node: Any) -> Any:
     return node
 
 
+@functools.lru_cache(maxsize=256)  # generating a schema costs more than a scripted model's call
 def schema_text(output_type: type[BaseModel]) -> str:
     """The JSON schema sent to the model and its backend (without string length bounds)."""
     # Keep the model's field order: a grammar generates fields in this order, so long free text

@@ -124,6 +124,38 @@ async def test_repeated_samples_of_the_same_prompt_stay_distinct(store):
     assert ledger.cache_hits == 2 and ledger.calls == 0
 
 
+async def test_a_run_ledger_writes_its_rows_in_batches_and_flush_writes_the_rest(store):
+    from strategist.store.tables import LlmCallRow, ResponseCacheRow
+
+    ledger = Ledger(store, None, cache=ResponseCache(store), write_batch=3, write_interval=3600)
+    m = ledger.wrap(FunctionModel(lambda msgs, s: "ok " + msgs[-1]["content"], name="f"), "student")
+
+    async def ask(text):
+        return (await m.complete([{"role": "user", "content": text}])).text
+
+    def stored():
+        return store.count(LlmCallRow), store.count(ResponseCacheRow)
+
+    assert [await ask("a"), await ask("b")] == ["ok a", "ok b"]
+    assert stored() == (0, 0)  # held in memory
+    await ask("c")
+    assert stored() == (3, 3)  # the third row fills the batch: one write
+    await ask("d")
+    assert stored() == (3, 3)
+    ledger.flush()
+    assert stored() == (4, 4)
+    assert ledger.calls == 4
+
+
+async def test_a_ledger_writes_each_call_at_once_by_default(store):
+    from strategist.store.tables import LlmCallRow
+
+    ledger = Ledger(store, None, cache=ResponseCache(store))
+    m = ledger.wrap(FunctionModel(lambda msgs, s: "ok", name="f"), "student")
+    await m.complete([{"role": "user", "content": "x"}])
+    assert store.count(LlmCallRow) == 1
+
+
 async def test_cost_budget_stops_the_run(store, northwind):
     from test_grow import _scenario
 

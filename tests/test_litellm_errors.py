@@ -95,6 +95,17 @@ async def test_persistent_server_errors_become_a_model_error(server):
         await _model(server, retries=1).complete([{"role": "user", "content": "hi"}])
 
 
+@pytest.mark.parametrize("status", [400, 422])
+async def test_a_rejected_request_is_a_model_error_with_the_servers_reason(server, status):
+    # litellm's global drop_params turned such answers into None (and a crash further on).
+    err = {"error": {"message": "unsupported field 'frobnicate'", "type": "invalid_request_error"}}
+    server.script = [(status, err)] * 5
+    with pytest.raises(ModelError, match=r"unsupported field .frobnicate.") as info:
+        await _model(server, retries=3).complete([{"role": "user", "content": "hi"}])
+    assert not isinstance(info.value, ModelUnavailableError)
+    assert len(server.requests) == 1  # a rejected request is not retried
+
+
 async def test_rejected_credentials_are_fatal_not_retried(server):
     server.script = [(401, {"error": {"message": "bad key", "type": "invalid_request_error"}})] * 5
     with pytest.raises(ModelUnavailableError, match="openai/test-model"):

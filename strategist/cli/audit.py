@@ -421,6 +421,7 @@ def run_policy_checks(store: Store, rows: list[StrategyRow], model: ChatModel) -
                     continue
                 store.set_policy_check(r.id, result)
         finally:
+            ledger.flush()
             await model.aclose()
 
     asyncio.run(go())

@@ -8,7 +8,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from ..models.base import Completion, Message, Sampling, TokenLogprobs
@@ -16,8 +16,13 @@ from ..store import Store
 
 
 def request_key(model: str, messages: Sequence[Message], sampling: Sampling) -> str:
-    payload = {"model": model, "messages": list(messages), "sampling": asdict(sampling)}
+    payload = {"model": model, "messages": list(messages), "sampling": _fields(sampling)}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+def _fields(sampling: Sampling) -> dict[str, Any]:
+    # What dataclasses.asdict gives for Sampling (flat fields), without its recursive deep copy.
+    return {f.name: getattr(sampling, f.name) for f in fields(sampling)}
 
 
 def completion_to_dict(c: Completion) -> dict[str, Any]:
@@ -40,9 +45,16 @@ def completion_from_dict(d: dict[str, Any]) -> Completion:
 
 
 class ResponseCache:
+    """Responses are written in batches with the ledger's rows (see ``Ledger.flush``); until then
+    they are answered from memory."""
+
     def __init__(self, store: Store) -> None:
         self.store = store
         self._seen: Counter[str] = Counter()
+        self._pending: dict[str, tuple[str, dict[str, Any]]] = {}
+        # The keys stored for each model, read once per model: a miss then costs no query. A key
+        # another process stores meanwhile is not seen (that request is simply made again).
+        self._keys: dict[str, set[str]] = {}
 
     def key(self, model: str, messages: Sequence[Message], sampling: Sampling) -> str:
         """The key for the next occurrence of this exact request in this run."""
@@ -51,9 +63,26 @@ class ResponseCache:
         self._seen[base] += 1
         return hashlib.sha256(f"{base}:{n}".encode()).hexdigest()
 
-    def get(self, key: str) -> Completion | None:
+    def get(self, key: str, model: str) -> Completion | None:
+        pending = self._pending.get(key)
+        if pending is not None:
+            return completion_from_dict(pending[1])
+        if model not in self._keys:
+            self._keys[model] = self.store.cache_keys(model)
+        if key not in self._keys[model]:
+            return None
         d = self.store.cache_get(key)
         return completion_from_dict(d) if d is not None else None
 
     def put(self, key: str, model: str, completion: Completion) -> None:
-        self.store.cache_put(key, model, completion_to_dict(completion))
+        self._pending[key] = (model, completion_to_dict(completion))
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def flush(self) -> None:
+        if self._pending:
+            items = [(k, m, c) for k, (m, c) in self._pending.items()]
+            self.store.cache_put_many(items)
+            self._pending.clear()

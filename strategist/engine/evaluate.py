@@ -21,7 +21,7 @@ from ..store import Store
 from .cache import ResponseCache
 from .concurrency import run_all
 from .grow import NullReporter, Reporter
-from .ledger import Budget, Ledger
+from .ledger import RUN_WRITE_BATCH, Budget, Ledger
 from .simulate import simulate
 
 CONDITIONS = ("none", "generic", "library")
@@ -109,7 +109,7 @@ class Evaluator:
         models = {"student": student.name, "customer": customer.name, "judge": judge.name}
         self.run_id = store.start_run(domain.id, "eval", {**asdict(config), "models": models})
         cache = ResponseCache(cache_store or store) if config.cache else None
-        self.ledger = Ledger(store, self.run_id, config.budget, cache=cache)
+        self.ledger = Ledger(store, self.run_id, config.budget, cache=cache, write_batch=RUN_WRITE_BATCH)
         self.student = Student(self.ledger.wrap(student, "student"), domain)
         self.customer = Customer(self.ledger.wrap(customer, "customer"), domain)
         self.judge = Judge(self.ledger.wrap(judge, "judge"), domain)
@@ -143,6 +143,7 @@ class Evaluator:
         d = self.store.add_dialogue(d, run_id=self.run_id, round=None)
         self.reporter.advance()
         if d.error:
+            self.ledger.flush()
             self.store.record_event(
                 self.run_id,
                 "failure",
@@ -153,6 +154,7 @@ class Evaluator:
         try:
             j = await self.judge.judge(scenario, d, seed=seed)
         except ModelError as exc:
+            self.ledger.flush()
             self.store.record_event(
                 self.run_id,
                 "failure",
@@ -179,10 +181,12 @@ class Evaluator:
         try:
             results = await run_all([self._one(s, k, c) for s, k, c in jobs], self._sem)
         except BaseException as exc:
+            self.ledger.flush()
             self.store.finish_run(self.run_id, "failed", {}, stop_reason=one_line(exc))
             raise
         outcomes = [o for o in results if o is not None]
         result = self._result(scenarios, outcomes, time.perf_counter() - start)
+        self.ledger.flush()
         self.store.finish_run(self.run_id, status, result.as_dict(), stop_reason=reason)
         return result
 
@@ -215,6 +219,7 @@ class Evaluator:
         grown_with = sorted(
             {str(r.provenance.get("student_model")) for r in available if r.provenance.get("student_model")}
         )
+        self.ledger.flush()  # the totals are read from the stored ledger
         totals = self.store.call_totals(self.run_id)
         return EvalResult(
             run_id=self.run_id,

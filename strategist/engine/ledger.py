@@ -1,4 +1,12 @@
-"""Every model call goes through a LedgeredModel: budget check first, a ledger row after."""
+"""Every model call goes through a LedgeredModel: budget check first, a ledger row after.
+
+Ledger rows and cached responses are written in batches, one transaction each, not one per
+call: when calls are fast (a local model, a cache replay) per-call commits would cost more than
+everything else strategist does. A batch is written once it holds ``write_batch`` rows or its
+oldest row is ``write_interval`` seconds old, before a run records an event or its end, and
+whenever ``flush()`` is called. A process killed outright loses at most the rows of its last
+``write_interval`` seconds of calls (a resumed run makes those calls again).
+"""
 
 from __future__ import annotations
 
@@ -7,12 +15,16 @@ import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import BudgetExceeded, one_line
 from ..models.base import ChatModel, Completion, Message, Sampling
 from ..store import Store
-from ..store.tables import LlmCallRow
+from ..store.tables import utcnow
 from .cache import ResponseCache
+
+
+RUN_WRITE_BATCH = 64  # rows a grow or eval run holds before writing them
 
 
 @dataclass(frozen=True)
@@ -41,6 +53,29 @@ class Ledger:
     unpriced: set[str] = field(default_factory=set)
     _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
     cache: ResponseCache | None = None
+    # Rows held before one write. 1 (the default) writes each call's rows at once; runs, which
+    # flush at every event and at their end, hold more.
+    write_batch: int = 1
+    write_interval: float = 0.5
+    _pending: list[dict[str, Any]] = field(default_factory=list)
+    _oldest: float | None = None
+
+    def flush(self) -> None:
+        """Write every buffered ledger row and cached response now."""
+        if self.cache is not None:
+            self.cache.flush()
+        if self._pending:
+            assert self.store is not None
+            self.store.record_calls(self._pending)
+            self._pending = []
+        self._oldest = None
+
+    def _maybe_flush(self) -> None:
+        if self._oldest is None:
+            return
+        waiting = max(len(self._pending), self.cache.pending if self.cache is not None else 0)
+        if waiting >= self.write_batch or time.monotonic() - self._oldest >= self.write_interval:
+            self.flush()
 
     def check(self) -> None:
         b = self.budget
@@ -85,20 +120,28 @@ class Ledger:
                             f"price of {model} is unknown: --max-cost counts only the calls of priced models",
                         )
         if self.store is not None:
-            self.store.record_call(
-                LlmCallRow(
-                    run_id=self.run_id,
-                    role=role,
-                    model=model,
-                    prompt_tokens=completion.prompt_tokens if completion else 0,
-                    completion_tokens=completion.completion_tokens if completion else 0,
-                    latency_ms=completion.latency_ms if completion and completion.latency_ms else latency_ms,
-                    cache_hit=completion.cache_hit if completion else False,
-                    cost_usd=None if completion is None or completion.cache_hit else completion.cost_usd,
-                    ok=error is None,
-                    error=error,
-                )
+            # The columns of LlmCallRow as a plain dict: building the SQLModel object would cost
+            # more than the rest of this method.
+            self._pending.append(
+                {
+                    "run_id": self.run_id,
+                    "role": role,
+                    "model": model,
+                    "prompt_tokens": completion.prompt_tokens if completion else 0,
+                    "completion_tokens": completion.completion_tokens if completion else 0,
+                    "latency_ms": completion.latency_ms
+                    if completion and completion.latency_ms
+                    else latency_ms,
+                    "cache_hit": completion.cache_hit if completion else False,
+                    "cost_usd": None if completion is None or completion.cache_hit else completion.cost_usd,
+                    "ok": error is None,
+                    "error": error,
+                    "created_at": utcnow(),
+                }
             )
+        if self._oldest is None and (self._pending or (self.cache is not None and self.cache.pending)):
+            self._oldest = time.monotonic()
+        self._maybe_flush()
 
     def wrap(self, model: ChatModel, role: str) -> LedgeredModel:
         return LedgeredModel(model, role, self)
@@ -115,7 +158,7 @@ class LedgeredModel(ChatModel):
         cache = self.ledger.cache
         key = cache.key(self.name, messages, sampling or Sampling()) if cache is not None else None
         if cache is not None and key is not None:
-            hit = cache.get(key)
+            hit = cache.get(key, self.name)
             if hit is not None:
                 self.ledger.record(self.role, self.name, hit, 0.0)
                 return hit
@@ -129,7 +172,7 @@ class LedgeredModel(ChatModel):
                 self.ledger.record(self.role, self.name, None, latency, one_line(exc))
                 raise
         if cache is not None and key is not None:
-            cache.put(key, self.name, c)
+            cache.put(key, self.name, c)  # written with the ledger row that follows
         self.ledger.record(self.role, self.name, c, (time.perf_counter() - start) * 1000)
         return c
 

@@ -45,7 +45,6 @@ def import_litellm() -> Any:
         except ImportError as exc:  # pragma: no cover - litellm is a core dependency
             raise ModelUnavailableError("litellm", "the litellm package is not installed") from exc
         litellm.suppress_debug_info = True
-        litellm.drop_params = True  # providers silently ignore what they do not support (e.g. seed)
         _litellm = litellm
     return _litellm
 
@@ -184,6 +183,10 @@ class LiteLLMModel(ChatModel):
             "timeout": self.timeout,
             # One retry loop (below, honouring Retry-After), not the client's hidden one as well.
             "max_retries": 0,
+            # Parameters a provider does not support (e.g. seed) are left out instead of failing.
+            # Per call, not litellm.drop_params: with the global flag, litellm 1.110 answers a
+            # 400/422 from the server with None instead of raising the error.
+            "drop_params": True,
             **self.extra,
         }
         if s.top_logprobs:
@@ -216,6 +219,8 @@ class LiteLLMModel(ChatModel):
             ):
                 with attempt:
                     resp = await lt.acompletion(**kwargs)
+                    if resp is None:  # never a valid answer; seen with litellm's global drop_params
+                        raise ModelError(self.name, "the provider's client returned no response")
         except Exception as exc:
             # The key goes nowhere but the request: servers and clients echo it in errors.
             message = redact_secrets(one_line(exc), [kwargs.get("api_key")])

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 from pydantic import BaseModel, Field, create_model
@@ -18,6 +19,7 @@ class RubricVerdict(BaseModel):
     reason: str = Field(default="", max_length=100)
 
 
+@functools.lru_cache(maxsize=256)  # one class per shape: building a model is slow, and so is its schema
 def verdict_model(n_items: int, n_turns: int) -> type[BaseModel]:
     """The judge's answer, shaped for this dialogue: exactly one verdict per rubric item.
 

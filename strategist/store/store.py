@@ -15,6 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
@@ -111,6 +113,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=10000")
+    # In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed process loses no
+    # committed row (only a power cut can lose the last few), and a commit costs no fsync.
+    cur.execute("PRAGMA synchronous=NORMAL")
     # WAL is a property of the file, set by the first connection. Switching needs the database to
     # itself and does not wait for it (busy_timeout does not apply): when several processes open
     # a new database at once, the switch fails at once with 'database is locked'. Try again.
@@ -211,6 +216,15 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s:
             yield s
+
+    def _insert(self, table: type[Any], **values: Any) -> int:
+        """A plain INSERT returning the new id: for rows written many times a run (dialogues,
+        judgements), where building ORM objects would cost more than the write."""
+        values.setdefault("created_at", utcnow())
+        with self.engine.begin() as conn:
+            key = conn.execute(sa.insert(table.__table__).values(**values)).inserted_primary_key
+            assert key is not None
+            return int(key[0])
 
     def _add(self, row: Any) -> Any:
         with self.session() as s:
@@ -380,24 +394,23 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     ) -> Dialogue:
         if d.scenario_id is None:
             raise ValueError("dialogue has no scenario id")
-        row = self._add(
-            DialogueRow(
-                run_id=run_id,
-                round=round,
-                scenario_id=d.scenario_id,
-                condition=d.condition,
-                candidate_id=candidate_id,
-                sample=d.sample,
-                seed=d.seed,
-                student_model=d.student_model,
-                customer_model=d.customer_model,
-                ended_by=d.ended_by,
-                error=d.error,
-                turns=[t.model_dump() for t in d.turns],
-                strategy_ids=sorted({i for t in d.turns for i in t.strategies}),
-            )
+        new_id = self._insert(
+            DialogueRow,
+            run_id=run_id,
+            round=round,
+            scenario_id=d.scenario_id,
+            condition=d.condition,
+            candidate_id=candidate_id,
+            sample=d.sample,
+            seed=d.seed,
+            student_model=d.student_model,
+            customer_model=d.customer_model,
+            ended_by=d.ended_by,
+            error=d.error,
+            turns=[t.model_dump() for t in d.turns],
+            strategy_ids=sorted({i for t in d.turns for i in t.strategies}),
         )
-        return d.model_copy(update={"id": row.id})
+        return d.model_copy(update={"id": new_id})
 
     @staticmethod
     def _dialogue(row: DialogueRow) -> Dialogue:
@@ -439,20 +452,19 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     def add_judgement(self, j: Judgement) -> Judgement:
         if j.dialogue_id is None:
             raise ValueError("judgement has no dialogue id")
-        row = self._add(
-            JudgementRow(
-                dialogue_id=j.dialogue_id,
-                judge_model=j.judge_model,
-                score=j.score,
-                rating=j.rating,
-                rating_method=j.rating_method,
-                checks=[c.model_dump() for c in j.checks],
-                rubric=[r.model_dump() for r in j.rubric],
-                critique=j.critique,
-                weakest_turn=j.weakest_turn,
-            )
+        new_id = self._insert(
+            JudgementRow,
+            dialogue_id=j.dialogue_id,
+            judge_model=j.judge_model,
+            score=j.score,
+            rating=j.rating,
+            rating_method=j.rating_method,
+            checks=[c.model_dump() for c in j.checks],
+            rubric=[r.model_dump() for r in j.rubric],
+            critique=j.critique,
+            weakest_turn=j.weakest_turn,
         )
-        return j.model_copy(update={"id": row.id})
+        return j.model_copy(update={"id": new_id})
 
     def judgement_for(self, dialogue_id: int) -> Judgement | None:
         with self.session() as s:
@@ -639,10 +651,14 @@ class Store(SearchStoreMixin, AuditStoreMixin):
 
     # -- ledger and events ---------------------------------------------------------------------
     def record_call(self, row: LlmCallRow) -> None:
-        # Once per model call: a plain INSERT, without the ORM's unit of work.
-        values = row.model_dump(exclude={"id"})
-        with self.engine.begin() as conn:
-            conn.execute(sa.insert(LlmCallRow.__table__).values(**values))  # type: ignore[attr-defined]
+        self.record_calls([row.model_dump(exclude={"id"})])
+
+    def record_calls(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Ledger rows (``LlmCallRow`` fields) in one transaction: a plain executemany INSERT,
+        without the ORM's unit of work."""
+        if rows:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(LlmCallRow.__table__), list(rows))  # type: ignore[attr-defined]
 
     def record_event(
         self,
@@ -785,13 +801,31 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             found = conn.execute(sa.select(table.c.completion).where(table.c.key == key)).first()
         return found[0] if found is not None else None
 
-    def cache_put(self, key: str, model: str, completion: dict[str, Any]) -> None:
-        """Store a response; a key written meanwhile by another process wins (same request)."""
+    def cache_keys(self, model: str) -> set[str]:
         table = ResponseCacheRow.__table__  # type: ignore[attr-defined]
-        with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
-            conn.execute(
-                sa.insert(table).values(key=key, model=model, completion=completion, created_at=utcnow())
-            )
+        with self.engine.connect() as conn:
+            return set(conn.execute(sa.select(table.c.key).where(table.c.model == model)).scalars())
+
+    def cache_put(self, key: str, model: str, completion: dict[str, Any]) -> None:
+        self.cache_put_many([(key, model, completion)])
+
+    def cache_put_many(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Store responses (key, model, completion) in one transaction; a key written meanwhile
+        by another process wins (it is the same request)."""
+        if not items:
+            return
+        table = ResponseCacheRow.__table__  # type: ignore[attr-defined]
+        now = utcnow()
+        rows = [{"key": k, "model": m, "completion": c, "created_at": now} for k, m, c in items]
+        dialect = self.engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
+            with self.engine.begin() as conn:
+                conn.execute(insert(table).on_conflict_do_nothing(index_elements=["key"]), rows)
+            return
+        for row in rows:  # other databases: one row at a time, a duplicate key skipped
+            with contextlib.suppress(sa.exc.IntegrityError), self.engine.begin() as conn:
+                conn.execute(sa.insert(table).values(**row))
 
     def count(self, table: type[Any], **where: Any) -> int:
         q = select(func.count()).select_from(table)

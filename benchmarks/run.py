@@ -1,0 +1,142 @@
+"""Every benchmark, one table: ``make bench`` (or ``.venv/bin/python benchmarks/run.py``).
+
+Each benchmark runs in its own process (``bench_*.py --json``) so that one's imports, threads and
+memory do not colour the next; the combined table is printed and everything measured is written
+to benchmarks/results.json. ``--only NAME,...`` runs a subset; ``--quick`` uses fewer repeats and
+smaller sizes (for trying the command, not for numbers worth quoting).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import Table, fmt, machine, machine_info
+
+HERE = Path(__file__).resolve().parent
+BENCHES: dict[str, tuple[list[str], list[str]]] = {
+    # name: (full arguments, --quick arguments)
+    "orchestration": (["--repeats", "5"], ["--repeats", "2"]),
+    "concurrency": (["--repeats", "3"], ["--repeats", "1", "--dialogues", "16"]),
+    "embedded": (["--repeats", "3"], ["--repeats", "1", "--prompts", "2", "--turns", "3"]),
+    "startup": (["--repeats", "10"], ["--repeats", "3"]),
+    "retrieval": ([], ["--sizes", "1000,10000", "--queries", "300"]),
+}
+
+
+def run_one(name: str, quick: bool) -> dict[str, Any]:
+    full, short = BENCHES[name]
+    cmd = [sys.executable, str(HERE / f"bench_{name}.py"), *(short if quick else full), "--json"]
+    print(f"running {name}: {' '.join(cmd[1:])}", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+        print(f"  {name} failed: {tail}", flush=True)
+        return {"error": tail, "seconds": round(time.perf_counter() - start, 1)}
+    out = dict(json.loads(proc.stdout))
+    out["seconds"] = round(time.perf_counter() - start, 1)
+    print(f"  done in {out['seconds']} s", flush=True)
+    return out
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    t = Table(["measure", "median", "min", "max", "target", "met"])
+
+    def row(label: str, stats: dict[str, float], target: str, ok: bool) -> None:
+        t.add(label, stats["median"], stats["min"], stats["max"], target, "yes" if ok else "no")
+
+    r = results.get("orchestration", {})
+    if "overhead_ms_per_call" in r:
+        o = r["overhead_ms_per_call"]
+        row(
+            f"orchestration overhead, ms per model call ({r['calls_per_run']} calls)",
+            o,
+            "<= 0.1",
+            o["median"] <= 0.1,
+        )
+    r = results.get("concurrency", {})
+    if "efficiency" in r:
+        e = r["efficiency"]
+        label = (
+            f"concurrency efficiency, {r['dialogues']} dialogues x {r['turns']} turns at {r['concurrency']}"
+        )
+        row(label, e, ">= 0.9", e["median"] >= 0.9)
+    r = results.get("embedded", {})
+    if "throughput" in r:
+        x = r["throughput"]["ratio"]
+        row("embedded throughput, adapter / raw llama-cpp", x, ">= 0.95", x["median"] >= 0.95)
+        x = r["dialogue"]["ratio"]
+        row(
+            f"{r['dialogue']['turns']}-turn embedded dialogue time, KV reuse / none",
+            x,
+            "<= 0.7",
+            x["median"] <= 0.7,
+        )
+    r = results.get("startup", {})
+    if "help_s" in r:
+        row("strategist --help, seconds", r["help_s"], "<= 0.5", r["help_s"]["median"] <= 0.5)
+    lines = [t.render()]
+    r = results.get("retrieval", {})
+    if "rows" in r:
+        targets = {10_000: 2.0, 100_000: 10.0}
+        rt = Table(
+            ["strategies", "p50 ms", "p99 ms", "p99 CPU ms", "target p99 ms", "met", "injected tokens"]
+        )
+        for x in r["rows"]:
+            target = targets.get(x["n"])
+            met = "" if target is None else ("yes" if x["p99"] <= target else "no")
+            rt.add(
+                f"{x['n']:,}",
+                x["p50"],
+                x["p99"],
+                x["cpu_p99"],
+                fmt(target) if target else "",
+                met,
+                round(x["tokens"]),
+            )
+        lines += ["", f"retrieval, {r['queries']} queries per size, k=3, budget 300 tokens:", rt.render()]
+    failed = [k for k, v in results.items() if "error" in v]
+    if failed:
+        lines += ["", "failed: " + "; ".join(f"{k}: {results[k]['error']}" for k in failed)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--only", help="comma-separated subset of: " + ", ".join(BENCHES))
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--out", default=str(HERE / "results.json"))
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else list(BENCHES)
+    unknown = [n for n in names if n not in BENCHES]
+    if unknown:
+        sys.exit(f"error: unknown benchmark {unknown[0]!r}; expected one of {', '.join(BENCHES)}")
+    info = machine_info()
+    results = {name: run_one(name, args.quick) for name in names}
+    print()
+    print(machine())
+    print()
+    print(table(results))
+    payload = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "quick": args.quick,
+        "machine": info,
+        "results": results,
+    }
+    Path(args.out).write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    print(f"\nwrote {args.out}")
+    if any("error" in v for v in results.values()):
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
