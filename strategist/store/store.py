@@ -222,7 +222,8 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         judgements), where building ORM objects would cost more than the write."""
         values.setdefault("created_at", utcnow())
         with self.engine.begin() as conn:
-            key = conn.execute(sa.insert(table.__table__).values(**values)).inserted_primary_key
+            # Values as parameters, not .values(): the compiled statement is then reused.
+            key = conn.execute(sa.insert(table.__table__), values).inserted_primary_key
             assert key is not None
             return int(key[0])
 
