@@ -1,6 +1,7 @@
-"""A pre-run estimate of what a grow will cost: an upper bound on model calls per role (every
-scenario weak, every proposal gated), with tokens from the prompts' sizes and prices where the
-model's price is known."""
+"""A pre-run estimate of what a grow will cost: model calls per role when every scenario is weak
+and every proposal gated (the most the plan can need) and every structured output is valid at
+the first attempt (each re-ask of invalid output is one more call), with tokens from the
+prompts' sizes and prices where the model's price is known."""
 
 from __future__ import annotations
 
@@ -34,8 +35,8 @@ class Estimate:
 
     def describe(self) -> str:
         text = (
-            f"estimate (upper bound): {self.total_calls:,} model calls, ~{self.total_tokens:,} tokens, "
-            f"~${self.cost_usd:.2f}"
+            f"estimate (at most, plus re-asks of invalid output): {self.total_calls:,} model calls, "
+            f"~{self.total_tokens:,} tokens, ~${self.cost_usd:.2f}"
         )
         if self.unpriced:
             text += f" (price unknown for {', '.join(self.unpriced)})"

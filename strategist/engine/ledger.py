@@ -23,7 +23,6 @@ from ..store import Store
 from ..store.tables import utcnow
 from .cache import ResponseCache
 
-
 RUN_WRITE_BATCH = 64  # rows a grow or eval run holds before writing them
 
 
