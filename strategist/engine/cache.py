@@ -85,4 +85,7 @@ class ResponseCache:
         if self._pending:
             items = [(k, m, c) for k, (m, c) in self._pending.items()]
             self.store.cache_put_many(items)
+            for k, m, _ in items:
+                if m in self._keys:  # a key set already read stays complete
+                    self._keys[m].add(k)
             self._pending.clear()
