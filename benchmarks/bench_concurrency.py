@@ -34,9 +34,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Table, machine, spread
-
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.common import Table, late_refund, machine, northwind, spread
 
 
 # -- the slow provider -----------------------------------------------------------------------
@@ -116,31 +114,19 @@ async def dialogue_stage(
     api_base: str, db: Path, dialogues: int, turns: int, concurrency: int
 ) -> tuple[float, int, Requests]:
     """Wall time and number of calls of the dialogue stage, and every request it sent."""
-    from strategist.core.domain import Scenario
     from strategist.core.seeds import derive_seed
     from strategist.engine.cache import ResponseCache
     from strategist.engine.concurrency import run_all
     from strategist.engine.ledger import RUN_WRITE_BATCH, Ledger
     from strategist.engine.simulate import simulate
     from strategist.models.litellm_model import LiteLLMModel
-    from strategist.packs import load_domain
     from strategist.roles import Customer, Student
     from strategist.store import Store
 
     store = Store.open(db)
-    domain = load_domain(ROOT / "scenarios" / "northwind" / "domain.yaml")
+    domain = northwind()
     store.upsert_domain(domain)
-    scenario = store.add_scenario(
-        Scenario(
-            domain=domain.id,
-            title="Late refund",
-            intent="refund_late_return",
-            persona={"mood": "angry"},
-            goal="Get a card refund for a jacket delivered 45 days ago.",
-            known_facts=["Order NW-48213"],
-            opening="I want my money back for this jacket.",
-        )
-    )
+    scenario = store.add_scenario(late_refund(domain))
     run_id = store.start_run(domain.id, "bench", {})
     ledger = Ledger(store, run_id, cache=ResponseCache(store), write_batch=RUN_WRITE_BATCH)
     sent: dict[int, list[dict[str, Any]]] = {}
@@ -213,15 +199,14 @@ def run(dialogues: int, turns: int, delay: float, levels: list[int], repeats: in
                     assert calls == dialogues * chain, (calls, dialogues * chain)
                     ours.append(elapsed)
                     alone.append(asyncio.run(litellm_alone(requests, c)))
-                med, lo, hi = spread([ideal / t for t in ours])
                 rows.append(
                     {
                         "concurrency": c,
                         "ideal_s": round(ideal, 3),
                         "actual_s": [round(t, 3) for t in ours],
-                        "efficiency": {"median": med, "min": lo, "max": hi},
+                        "efficiency": spread([ideal / t for t in ours]),
                         "litellm_alone_s": [round(t, 3) for t in alone],
-                        "litellm_alone_efficiency": spread([ideal / t for t in alone])[0],
+                        "litellm_alone_efficiency": spread([ideal / t for t in alone])["median"],
                         "calls_per_s": round(dialogues * chain / statistics.median(ours), 1),
                     }
                 )

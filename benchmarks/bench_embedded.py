@@ -34,15 +34,12 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Table, machine, spread
-from strategist.core.domain import Scenario
+from benchmarks.common import StatsTable, late_refund, machine, northwind, spread
 from strategist.models.base import ChatModel, Completion, Message, Sampling
 from strategist.models.embedded import EmbeddedModel
-from strategist.packs import load_domain
 from strategist.prompting import render
 
-ROOT = Path(__file__).resolve().parent.parent
-DOMAIN = load_domain(ROOT / "scenarios" / "northwind" / "domain.yaml")
+DOMAIN = northwind()
 ASKS = [
     "I want my money back for a jacket delivered 45 days ago.",
     "My boots arrived with a torn seam. What can you do?",
@@ -103,11 +100,10 @@ def throughput(n_prompts: int, repeats: int) -> dict[str, Any]:
         rows.append({"adapter_tok_s": round(a_tps, 1), "raw_tok_s": round(r_tps, 1), "tokens": [a[1], r[1]]})
     asyncio.run(adapter.aclose())
     raw.close()
-    med, lo, hi = spread(ratios)
     return {
         "prompts": n_prompts,
         "repeats": rows,
-        "ratio": {"median": med, "min": lo, "max": hi},
+        "ratio": spread(ratios),
         "target": 0.95,
     }
 
@@ -127,16 +123,11 @@ def record_dialogue(turns: int) -> list[tuple[str, list[Message], Sampling]]:
     from strategist.engine.simulate import simulate
     from strategist.roles import Customer, Student
 
-    scenario = Scenario(
+    scenario = late_refund(
+        DOMAIN,
         id=1,
-        domain=DOMAIN.id,
-        title="Late refund",
-        intent="refund_late_return",
-        persona={"mood": "angry"},
-        goal="Get a card refund for a jacket delivered 45 days ago.",
         known_facts=["Order NW-48213, placed with jon@example.com"],
         hidden_facts=["The jacket was worn once."],
-        opening="I want my money back for this jacket.",
     )
     # No stop marker: the dialogue runs its full length.
     domain = DOMAIN.model_copy(update={"stop_marker": "###NEVER-SAID###", "max_turns": turns})
@@ -197,12 +188,11 @@ def dialogue_time(turns: int, repeats: int) -> dict[str, Any]:
                 "generated_tokens": [with_reuse[2], without[2]],
             }
         )
-    med, lo, hi = spread(ratios)
     return {
         "turns": turns,
         "calls": len(calls),
         "repeats": rows,
-        "ratio": {"median": med, "min": lo, "max": hi},
+        "ratio": spread(ratios),
         "target": 0.7,
     }
 
@@ -222,11 +212,9 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print(machine())
-    t = Table(["measure", "median", "min", "max", "target"])
-    r = out["throughput"]["ratio"]
-    t.add("embedded throughput, adapter / raw", r["median"], r["min"], r["max"], ">= 0.95")
-    r = out["dialogue"]["ratio"]
-    t.add("6-turn dialogue time, reuse / no reuse", r["median"], r["min"], r["max"], "<= 0.7")
+    t = StatsTable()
+    t.add_stats("embedded throughput, adapter / raw", out["throughput"]["ratio"], ">= 0.95")
+    t.add_stats("6-turn dialogue time, reuse / no reuse", out["dialogue"]["ratio"], "<= 0.7")
     print(t.render())
     print(json.dumps(out, indent=2))
 

@@ -24,15 +24,13 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Table, machine, spread
+from benchmarks.common import NORTHWIND, StatsTable, machine, northwind, spread
 from strategist.core.gate import GateConfig
 from strategist.engine.grow import GrowConfig, Grower, RoleModels
 from strategist.models import FunctionModel, Sampling
-from strategist.packs import load_domain, load_scenario_set
+from strategist.packs import load_scenario_set
 from strategist.store import Store
 
-ROOT = Path(__file__).resolve().parent.parent
-PACK = ROOT / "scenarios" / "northwind"
 GOOD = "STORE-CREDIT-OFFER"
 
 
@@ -116,9 +114,9 @@ def role_models() -> RoleModels:
 
 def once(workdir: Path, i: int, config: GrowConfig) -> Result:
     store = Store.open(workdir / f"grow-{i}.db")
-    domain = load_domain(PACK / "domain.yaml")
+    domain = northwind()
     store.upsert_domain(domain)
-    _, scenarios = load_scenario_set(PACK / "scenarios.yaml", domain)
+    _, scenarios = load_scenario_set(NORTHWIND / "scenarios.yaml", domain)
     store.add_scenarios(scenarios, domain=domain)
     models = role_models()
 
@@ -159,15 +157,14 @@ def run(repeats: int, concurrency: int) -> dict[str, Any]:
         once(Path(tmp), -1, config)  # warm-up: imports, template compilation, first database
         results = [once(Path(tmp), i, config) for i in range(repeats)]
     overhead = [r.overhead_ms for r in results]
-    med, lo, hi = spread(overhead)
     return {
         "calls_per_run": results[0].calls,
         "repeats": repeats,
         "concurrency": concurrency,
-        "overhead_ms_per_call": {"median": med, "min": lo, "max": hi},
+        "overhead_ms_per_call": spread(overhead),
         "grow_s": [round(r.grow_s, 4) for r in results],
         "direct_s": [round(r.direct_s, 6) for r in results],
-        "direct_ms_per_call": spread([r.direct_s / r.calls * 1000 for r in results])[0],
+        "direct_ms_per_call": spread([r.direct_s / r.calls * 1000 for r in results])["median"],
         "target_ms_per_call": 0.1,
     }
 
@@ -183,9 +180,8 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print(machine())
-    o = out["overhead_ms_per_call"]
-    t = Table(["measure", "median", "min", "max", "target"])
-    t.add("overhead ms/call", o["median"], o["min"], o["max"], "<= 0.1")
+    t = StatsTable()
+    t.add_stats("overhead ms/call", out["overhead_ms_per_call"], "<= 0.1")
     print(t.render())
     direct = out["direct_ms_per_call"]
     print(f"{out['calls_per_run']} calls per run, {out['repeats']} runs; direct {direct:.4f} ms/call")

@@ -26,13 +26,17 @@ from typing import Any
 
 import sqlalchemy as sa
 
+if __package__ in (None, ""):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from benchmarks.common import northwind
 from strategist.core.domain import Domain
 from strategist.runtime import StrategyLibrary
 from strategist.runtime.retrieval import PythonRanker, TokenCounter, estimate_tokens
 from strategist.store import Store
 from strategist.store.tables import utcnow
-
-ROOT = Path(__file__).resolve().parent.parent
 
 TOPICS = [
     "refund card payment money back original method",
@@ -205,9 +209,7 @@ def measure(
 def run(
     sizes: list[int], queries: int, python_ranker: bool, progress: bool = True
 ) -> tuple[list[dict[str, Any]], str]:
-    from strategist.packs import load_domain
-
-    domain = load_domain(ROOT / "scenarios" / "northwind" / "domain.yaml")
+    domain = northwind()
     count, counter_name = token_counter()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -21,7 +21,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Table, machine, spread
+from benchmarks.common import StatsTable, machine, spread
 
 BIN = Path(sys.executable).parent
 
@@ -50,11 +50,10 @@ def run(repeats: int) -> dict[str, Any]:
     timed(bare)
     help_s = [timed(cli) for _ in range(repeats)]
     bare_s = [timed(bare) for _ in range(repeats)]
-    med, lo, hi = spread(help_s)
     return {
         "repeats": repeats,
-        "help_s": {"median": med, "min": lo, "max": hi},
-        "python_bare_s": spread(bare_s)[0],
+        "help_s": spread(help_s),
+        "python_bare_s": spread(bare_s)["median"],
         "heavy_imports": heavy_imports(),
         "target_s": 0.5,
     }
@@ -70,9 +69,8 @@ def main() -> None:
         print(json.dumps(out, indent=2))
         return
     print(machine())
-    h = out["help_s"]
-    t = Table(["measure", "median", "min", "max", "target"])
-    t.add("strategist --help, s", h["median"], h["min"], h["max"], "<= 0.5")
+    t = StatsTable()
+    t.add_stats("strategist --help, s", out["help_s"], "<= 0.5")
     print(t.render())
     print(f"python -c pass: {out['python_bare_s']:.3f} s; heavy imports: {out['heavy_imports'] or 'none'}")
 

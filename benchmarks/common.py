@@ -1,4 +1,5 @@
-"""What every benchmark prints: the machine it ran on, and medians with their spread."""
+"""What the benchmarks share: the machine they ran on, medians with their spread, the table they
+print, and the Northwind domain and scenario they run on."""
 
 from __future__ import annotations
 
@@ -7,7 +8,13 @@ import platform
 import statistics
 from collections.abc import Sequence
 from importlib import metadata
+from pathlib import Path
 from typing import Any
+
+from strategist.core.domain import Domain, Scenario
+from strategist.packs import load_domain
+
+NORTHWIND = Path(__file__).resolve().parent.parent / "scenarios" / "northwind"
 
 PACKAGES = ("strategist", "llama-cpp-python", "litellm", "sqlmodel", "sqlalchemy", "pydantic", "httpx")
 
@@ -39,9 +46,27 @@ def machine() -> str:
     )
 
 
-def spread(values: Sequence[float]) -> tuple[float, float, float]:
+def spread(values: Sequence[float]) -> dict[str, float]:
     """Median, min and max."""
-    return statistics.median(values), min(values), max(values)
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def northwind() -> Domain:
+    return load_domain(NORTHWIND / "domain.yaml")
+
+
+def late_refund(domain: Domain, **fields: Any) -> Scenario:
+    """The scenario the dialogue benchmarks run: a card refund asked for past the 30-day window."""
+    base: dict[str, Any] = {
+        "domain": domain.id,
+        "title": "Late refund",
+        "intent": "refund_late_return",
+        "persona": {"mood": "angry"},
+        "goal": "Get a card refund for a jacket delivered 45 days ago.",
+        "known_facts": ["Order NW-48213"],
+        "opening": "I want my money back for this jacket.",
+    }
+    return Scenario(**{**base, **fields})
 
 
 def fmt(value: Any) -> str:
@@ -68,3 +93,16 @@ class Table:
         lines = ["| " + " | ".join(self.columns) + " |", "|" + "---|" * len(self.columns)]
         lines += ["| " + " | ".join(r) + " |" for r in self.rows]
         return "\n".join(lines)
+
+
+class StatsTable(Table):
+    """Measures against their targets: ``add("x", spread(...), "<= 0.1")`` fills in whether it is met."""
+
+    def __init__(self) -> None:
+        super().__init__(["measure", "median", "min", "max", "target", "met"])
+
+    def add_stats(self, label: str, stats: dict[str, float], target: str) -> None:
+        op, bound = target.split()
+        value = stats["median"]
+        met = value <= float(bound) if op == "<=" else value >= float(bound)
+        self.add(label, stats["median"], stats["min"], stats["max"], target, "yes" if met else "no")

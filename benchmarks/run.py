@@ -19,7 +19,7 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Table, fmt, machine, machine_info
+from benchmarks.common import StatsTable, Table, fmt, machine, machine_info
 
 HERE = Path(__file__).resolve().parent
 BENCHES: dict[str, tuple[list[str], list[str]]] = {
@@ -49,43 +49,26 @@ def run_one(name: str, quick: bool) -> dict[str, Any]:
 
 
 def table(results: dict[str, dict[str, Any]]) -> str:
-    t = Table(["measure", "median", "min", "max", "target", "met"])
-
-    def row(label: str, stats: dict[str, float], target: str, ok: bool) -> None:
-        t.add(label, stats["median"], stats["min"], stats["max"], target, "yes" if ok else "no")
-
+    t = StatsTable()
     r = results.get("orchestration", {})
     if "overhead_ms_per_call" in r:
-        o = r["overhead_ms_per_call"]
-        row(
-            f"orchestration overhead, ms per model call ({r['calls_per_run']} calls)",
-            o,
-            "<= 0.1",
-            o["median"] <= 0.1,
-        )
+        label = f"orchestration overhead, ms per model call ({r['calls_per_run']} calls)"
+        t.add_stats(label, r["overhead_ms_per_call"], "<= 0.1")
     r = results.get("concurrency", {})
-    if "levels" in r:
-        for level in r["levels"]:
-            e = level["efficiency"]
-            label = (
-                f"concurrency efficiency, {r['dialogues']} dialogues x {r['turns']} turns, "
-                f"{level['concurrency']} at once (litellm alone: {level['litellm_alone_efficiency']:.2f})"
-            )
-            row(label, e, ">= 0.9", e["median"] >= 0.9)
+    for level in r.get("levels", []):
+        label = (
+            f"concurrency efficiency, {r['dialogues']} dialogues x {r['turns']} turns, "
+            f"{level['concurrency']} at once (litellm alone: {level['litellm_alone_efficiency']:.2f})"
+        )
+        t.add_stats(label, level["efficiency"], ">= 0.9")
     r = results.get("embedded", {})
     if "throughput" in r:
-        x = r["throughput"]["ratio"]
-        row("embedded throughput, adapter / raw llama-cpp", x, ">= 0.95", x["median"] >= 0.95)
-        x = r["dialogue"]["ratio"]
-        row(
-            f"{r['dialogue']['turns']}-turn embedded dialogue time, KV reuse / none",
-            x,
-            "<= 0.7",
-            x["median"] <= 0.7,
-        )
+        t.add_stats("embedded throughput, adapter / raw llama-cpp", r["throughput"]["ratio"], ">= 0.95")
+        label = f"{r['dialogue']['turns']}-turn embedded dialogue time, KV reuse / none"
+        t.add_stats(label, r["dialogue"]["ratio"], "<= 0.7")
     r = results.get("startup", {})
     if "help_s" in r:
-        row("strategist --help, seconds", r["help_s"], "<= 0.5", r["help_s"]["median"] <= 0.5)
+        t.add_stats("strategist --help, seconds", r["help_s"], "<= 0.5")
     lines = [t.render()]
     r = results.get("retrieval", {})
     if "rows" in r:

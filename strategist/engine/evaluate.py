@@ -143,9 +143,7 @@ class Evaluator:
         d = self.store.add_dialogue(d, run_id=self.run_id, round=None)
         self.reporter.advance()
         if d.error:
-            self.ledger.flush()
-            self.store.record_event(
-                self.run_id,
+            self.ledger.event(
                 "failure",
                 f"dialogue {d.id} ended by a model error",
                 detail={"dialogue_id": d.id, "error": d.error},
@@ -154,9 +152,7 @@ class Evaluator:
         try:
             j = await self.judge.judge(scenario, d, seed=seed)
         except ModelError as exc:
-            self.ledger.flush()
-            self.store.record_event(
-                self.run_id,
+            self.ledger.event(
                 "failure",
                 f"judging dialogue {d.id}: {one_line(exc)}",
                 detail={"dialogue_id": d.id},
@@ -186,7 +182,6 @@ class Evaluator:
             raise
         outcomes = [o for o in results if o is not None]
         result = self._result(scenarios, outcomes, time.perf_counter() - start)
-        self.ledger.flush()
         self.store.finish_run(self.run_id, status, result.as_dict(), stop_reason=reason)
         return result
 
@@ -219,7 +214,7 @@ class Evaluator:
         grown_with = sorted(
             {str(r.provenance.get("student_model")) for r in available if r.provenance.get("student_model")}
         )
-        self.ledger.flush()  # the totals are read from the stored ledger
+        self.ledger.flush()  # every call row is written here: the totals below read them
         totals = self.store.call_totals(self.run_id)
         return EvalResult(
             run_id=self.run_id,

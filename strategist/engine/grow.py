@@ -189,10 +189,7 @@ class Grower:
         for attr in ("attempts", "last_output", "last_error"):
             if hasattr(exc, attr):
                 detail[attr] = getattr(exc, attr)
-        self.ledger.flush()
-        self.store.record_event(
-            self.run_id, "failure", f"{what}: {one_line(exc)}", round=round_no, detail=detail
-        )
+        self.ledger.event("failure", f"{what}: {one_line(exc)}", round=round_no, detail=detail)
         self.reporter.log(f"[yellow]failure[/] {what}: {one_line(exc)}")
 
     def _seed(self, scenario_id: int, sample: int) -> int:
@@ -229,9 +226,7 @@ class Grower:
             )
             d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
             if d.error:
-                self.ledger.flush()
-                self.store.record_event(
-                    self.run_id,
+                self.ledger.event(
                     "failure",
                     f"dialogue {d.id} ended by a model error",
                     round=round_no,
@@ -272,12 +267,10 @@ class Grower:
                 self.rounds_completed = round_no
         except BudgetExceeded as exc:
             status, reason = "stopped", one_line(exc)
-            self.ledger.flush()
-            self.store.record_event(self.run_id, "budget", reason)
+            self.ledger.event("budget", reason)
             self.reporter.log(f"[yellow]stopped[/]: {reason}")
         except BaseException as exc:
             # Interrupted or crashed: record it so the run never stays 'running' forever.
-            self.ledger.flush()
             self.store.finish_run(
                 self.run_id,
                 "failed",
@@ -291,7 +284,6 @@ class Grower:
             status = "failed"
             reason = f"no dialogue could be judged; see: strategist runs show {self.run_id}"
             summary.status, summary.stop_reason = status, reason
-        self.ledger.flush()
         self.store.finish_run(self.run_id, status, summary.as_dict(), stop_reason=reason)
         return summary
 
@@ -355,16 +347,13 @@ class Grower:
             dup_id, sim = most_similar(text, [(s.id or 0, s.fingerprint_text()) for s in existing])
             if sim >= self.config.duplicate_threshold:
                 if dup_id not in {s.id for s in already}:  # on resume, a replay of one already written
-                    self.ledger.flush()
-                    self.store.record_event(
-                        self.run_id,
+                    self.ledger.event(
                         "info",
                         f"dropped near-duplicate scenario (like {dup_id}, similarity {sim:.2f})",
                         round=round_no,
                         detail={"title": scenario.title},
                     )
             else:
-                self.ledger.flush()
                 scenario = self.store.add_scenario(scenario, run_id=self.run_id, round=round_no)
                 existing.append(scenario)
                 made.append(scenario)
@@ -462,7 +451,6 @@ class Grower:
                 taken.append(text)
             rows.append(row)
         # All of a scenario's proposals are stored together, so a resumed run sees all or none.
-        self.ledger.flush()
         stored = self.store.add_candidates(rows)
         return [c for c in stored if c.outcome == "proposed"]
 
@@ -533,13 +521,11 @@ class Grower:
             "decision": decision.reason,
         }
         if not decision.accepted:
-            self.ledger.flush()
             self.store.update_candidate(
                 cand.id, outcome="rejected", reason=decision.reason, evidence=evidence
             )
             self.reporter.log(f"candidate {cand.id} rejected: {decision.reason}")
             return
-        self.ledger.flush()
         row = self.store.accept_candidate(
             cand.id,
             StrategyText(trigger=cand.trigger, guidance=cand.guidance, example=cand.example),
@@ -560,7 +546,7 @@ class Grower:
 
     # -- summary ---------------------------------------------------------------------------
     def _summary(self, start: float, status: str, reason: str | None) -> GrowSummary:
-        self.ledger.flush()  # the totals below are read from the stored ledger
+        self.ledger.flush()  # every call row is written here: the totals below read them
         st = self.store
         cands = st.list_candidates(self.run_id)
         counts = st.run_counts(self.run_id)

@@ -3,8 +3,8 @@
 Ledger rows and cached responses are written in batches, one transaction each, not one per
 call: when calls are fast (a local model, a cache replay) per-call commits would cost more than
 everything else strategist does. A batch is written once it holds ``write_batch`` rows or its
-oldest row is ``write_interval`` seconds old, before a run records an event or its end, and
-whenever ``flush()`` is called. A process killed outright loses at most the rows of its last
+oldest row is ``write_interval`` seconds old, before every event (``event()``), and whenever
+``flush()`` is called (a run does at its end). A process killed outright loses at most the rows of its last
 ``write_interval`` seconds of calls (a resumed run makes those calls again).
 """
 
@@ -69,6 +69,14 @@ class Ledger:
             self._pending = []
         self._oldest = None
 
+    def event(
+        self, kind: str, message: str, *, round: int | None = None, detail: dict[str, Any] | None = None
+    ) -> None:
+        """Record a run event, after the calls that led to it."""
+        self.flush()
+        assert self.store is not None
+        self.store.record_event(self.run_id, kind, message, round=round, detail=detail)
+
     def _maybe_flush(self) -> None:
         if self._oldest is None:
             return
@@ -113,7 +121,7 @@ class Ledger:
                 elif model not in self.unpriced:
                     self.unpriced.add(model)
                     if self.budget.max_cost_usd is not None and self.store is not None:
-                        self.store.record_event(
+                        self.store.record_event(  # not event(): this call's row is not written yet
                             self.run_id,
                             "info",
                             f"price of {model} is unknown: --max-cost counts only the calls of priced models",
