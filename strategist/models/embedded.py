@@ -162,7 +162,10 @@ class EmbeddedModel(ChatModel):
         def produce() -> None:
             try:
                 with _COMPUTE_LOCK:
-                    for chunk in self._llama().create_chat_completion(**kwargs):
+                    llama = self._llama()
+                    if not self.reuse_kv:
+                        llama.reset()
+                    for chunk in llama.create_chat_completion(**kwargs):
                         if stop.is_set():
                             break
                         piece = chunk["choices"][0]["delta"].get("content")
