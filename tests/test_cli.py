@@ -122,7 +122,12 @@ def test_grow_then_list_and_show(cwd, scripted):
     )
     runs = json.loads(run("runs", "list", "--db", "lib.db", "--json").stdout)
     assert runs[0]["status"] == "completed" and runs[0]["config"]["models"]["student"] == "scripted/student"
-    assert run("runs", "show", "1", "--db", "lib.db").exit_code == 0
+    shown_run = run("runs", "show", "1", "--db", "lib.db")
+    assert shown_run.exit_code == 0 and "proposed strategies" in shown_run.stdout
+    proposed = json.loads(run("runs", "show", "1", "--db", "lib.db", "--json").stdout)["candidates"]
+    accepted = [c for c in proposed if c["outcome"] == "accepted"]
+    assert accepted and accepted[0]["strategy_id"] == int(sid)
+    assert accepted[0]["trigger"] == world.HELPFUL["trigger"]
 
 
 def test_grow_human_output_has_a_summary_table(cwd, scripted):

@@ -212,20 +212,32 @@ def runs_list(db: DbOption = None, json_out: JsonOption = False) -> None:
 
 @runs_app.command("show")
 def runs_show(run_id: int, db: DbOption = None, json_out: JsonOption = False) -> None:
-    """Show a run's summary, its settings and its recorded failures."""
+    """Show a run's summary, its settings, the strategies it proposed (and what the gate decided)
+    and its recorded failures."""
     from .grow import print_summary
 
     store = open_store(db)
     r = store.get_run(run_id)
     events = store.events(run_id)
+    candidates = store.list_candidates(run_id)
     if json_out:
         d = r.model_dump(mode="json")
         d["events"] = [e.model_dump(mode="json") for e in events]
+        d["candidates"] = [c.model_dump(mode="json") for c in candidates]
         print_json(d)
         return
     if r.summary:
         print_summary(r.summary)
     console.print("models: " + ", ".join(f"{k}={v}" for k, v in r.config.get("models", {}).items()))
+    if candidates:
+        table(
+            f"{len(candidates)} proposed strategies",
+            ["id", "round", "outcome", "strategy", "trigger", "gate"],
+            [
+                (c.id, c.round, c.outcome, c.strategy_id, short(c.trigger), short(c.reason, 70))
+                for c in candidates
+            ],
+        )
     for e in events:
         console.print(f"  [{e.kind}] round {e.round}: {e.message}")
 
