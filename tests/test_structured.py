@@ -202,3 +202,21 @@ async def test_model_errors_propagate():
     with pytest.raises(ModelError, match="boom") as info:
         await complete_structured(model, USER, Answer)
     assert not isinstance(info.value, StructuredOutputError)
+
+
+async def test_text_copied_from_the_schema_is_re_asked():
+    # What SmolLM2 wrote as a teacher: the schema's $ref and a field's description as the values.
+    from strategist.roles.teacher import Proposals
+
+    echo = json.dumps({"strategies": [{"trigger": "#/$defs/Proposal", "guidance": "What to do or avoid"}]})
+    described = json.dumps(
+        {"strategies": [{"trigger": "When a refund is late", "guidance": "What to do or avoid."}]}
+    )
+    good = json.dumps(
+        {"strategies": [{"trigger": "When a refund is late", "guidance": "Offer store credit instead."}]}
+    )
+    model = ScriptedModel([echo, described, good])
+    out, completions = await complete_structured(model, USER, Proposals)
+    assert out.strategies[0].guidance == "Offer store credit instead." and len(completions) == 3
+    assert "reference from the JSON schema" in model.calls[1].last
+    assert "description repeated" in model.calls[2].last

@@ -11,7 +11,7 @@ from ..core.dialogue import Dialogue, Turn
 from ..core.domain import Difficulty, Domain, Scenario, SuccessCriteria
 from ..models.base import ChatModel, Sampling
 from ..prompting import render
-from ..structured import complete_structured
+from ..structured import Content, complete_structured
 from .student import agent_messages
 
 # Blank items would only fail later, when the scenario is built: reject them here, where the
@@ -20,7 +20,7 @@ Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, m
 Item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=300)]
 
 
-class ScenarioDraft(BaseModel):
+class ScenarioDraft(Content):
     """What the teacher writes for a new scenario; persona and intent come from the chosen cell."""
 
     title: str = Field(min_length=3, max_length=120)
@@ -33,7 +33,7 @@ class ScenarioDraft(BaseModel):
     rubric: list[Item] = Field(default_factory=list, max_length=3)
 
 
-class Proposal(BaseModel):
+class Proposal(Content):
     """One proposed strategy."""
 
     trigger: str = Field(min_length=10, max_length=300, description="when the strategy applies")
