@@ -77,12 +77,27 @@ def _strip_bounds(node: Any) -> Any:
     return node
 
 
+def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+    """Replace each ``{"$ref": "#/$defs/X"}`` by X itself: small models copy a ``$ref`` string
+    into the values they write, and a schema without references gives them none to copy.
+    (strategist's output models are not recursive, so this ends.)"""
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and len(node) == 1:
+            return _inline_refs(defs[ref.removeprefix("#/$defs/")], defs)
+        return {k: _inline_refs(v, defs) for k, v in node.items() if k != "$defs"}
+    if isinstance(node, list):
+        return [_inline_refs(v, defs) for v in node]
+    return node
+
+
 @functools.lru_cache(maxsize=256)  # generating a schema costs more than a scripted model's call
 def schema_text(output_type: type[BaseModel]) -> str:
     """The JSON schema sent to the model and its backend (without string length bounds)."""
     # Keep the model's field order: a grammar generates fields in this order, so long free text
     # goes last, where a reply cut off at the token limit is still repairable.
-    schema = _strip_bounds(output_type.model_json_schema())
+    full = output_type.model_json_schema()
+    schema = _strip_bounds(_inline_refs(full, full.get("$defs", {})))
     return json.dumps(schema, separators=(",", ":"))
 
 

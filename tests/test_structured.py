@@ -220,3 +220,12 @@ async def test_text_copied_from_the_schema_is_re_asked():
     assert out.strategies[0].guidance == "Offer store credit instead." and len(completions) == 3
     assert "reference from the JSON schema" in model.calls[1].last
     assert "description repeated" in model.calls[2].last
+
+
+def test_the_schema_sent_has_no_references_to_copy():
+    from strategist.roles.teacher import Proposals
+
+    sent = json.loads(schema_text(Proposals))
+    assert "$ref" not in json.dumps(sent) and "$defs" not in sent
+    item = sent["properties"]["strategies"]["items"]
+    assert item["required"] == ["trigger", "guidance"] and item["properties"]["trigger"]["type"] == "string"
