@@ -3,6 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_DB ?= demo/strategist.db
+# llama.cpp is compiled for a portable x86-64 level (AVX2, FMA, F16C) instead of -march=native: a
+# virtual machine can advertise instructions it cannot run (AMX tiles: 'Illegal instruction' at the
+# first generation), and pip caches the wheel for other machines. Ignored on other architectures.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON
+export CMAKE_ARGS ?= $(LLAMA_CMAKE_ARGS)
 
 .PHONY: demo test bench lint typecheck check clean
 

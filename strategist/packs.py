@@ -3,19 +3,28 @@ names the file and the field (or the line, for YAML syntax errors)."""
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
-from typing import Any, TypeVar
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
 from .core.domain import Domain, Scenario
-from .errors import InputError, describe_validation_error
+from .errors import InputError
+from .files import read_yaml, validate
 
 # Shipped packs live in the project's scenarios/ folder; a scenarios/ folder in the current
 # directory is searched first so teams can keep their own packs beside their config.
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "scenarios"
-M = TypeVar("M", bound=BaseModel)
+
+__all__ = [
+    "ScenarioSet",
+    "find_pack",
+    "load_domain",
+    "load_scenario_set",
+    "pack_digest",
+    "read_yaml",
+    "shipped_packs",
+]
 
 
 class ScenarioSet(BaseModel):
@@ -25,52 +34,15 @@ class ScenarioSet(BaseModel):
     scenarios: list[Scenario] = Field(min_length=1)
 
 
-def read_yaml(path: Path) -> Any:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(str(path), "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(str(path), "", f"cannot read: {exc}") from None
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InputError(str(path), where, f"invalid YAML: {problem}") from None
-    except RecursionError:
-        raise InputError(str(path), "", "invalid YAML: nested too deeply") from None
-    except (ValueError, ArithmeticError) as exc:
-        # A value YAML recognises but cannot build: 2024-13-45 as a date, '!!int 0x', '!!float abc'.
-        raise InputError(str(path), "", f"invalid YAML value: {exc}") from None
-
-
-def _mapping(path: Path, data: Any) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise InputError(str(path), "", f"expected a mapping at the top level, got {type(data).__name__}")
-    return data
-
-
-def _validate(path: Path, model: type[M], data: dict[str, Any]) -> M:
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise describe_validation_error(str(path), exc) from None
-    except (RecursionError, ArithmeticError) as exc:
-        # Raised past pydantic by a validator, e.g. re.compile on a regex check like 'a{4294967296}'.
-        raise InputError(str(path), "", f"invalid value: {type(exc).__name__}: {exc}") from None
-
-
 def load_domain(path: str | Path) -> Domain:
     path = Path(path)
-    return _validate(path, Domain, _mapping(path, read_yaml(path)))
+    return validate(Domain, read_yaml(path), str(path))
 
 
 def load_scenario_set(path: str | Path, domain: Domain | None = None) -> tuple[str, list[Scenario]]:
     """Returns (domain id, scenarios). With ``domain``, each scenario is checked against it."""
     path = Path(path)
-    sset = _validate(path, ScenarioSet, _mapping(path, read_yaml(path)))
+    sset = validate(ScenarioSet, read_yaml(path), str(path))
     if domain is not None and sset.domain != domain.id:
         raise InputError(str(path), "domain", f"'{sset.domain}' does not match domain '{domain.id}'")
     out = []
@@ -94,6 +66,19 @@ def find_pack(name_or_path: str) -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def pack_digest(path: Path) -> str | None:
+    """A digest of the pack's files (domain.yaml and, beside it, scenarios.yaml); None if unreadable."""
+    h = hashlib.sha256()
+    try:
+        h.update(path.read_bytes())
+        scenarios = path.parent / "scenarios.yaml"
+        if scenarios.is_file():
+            h.update(scenarios.read_bytes())
+    except OSError:
+        return None
+    return h.hexdigest()
 
 
 def shipped_packs() -> list[str]:

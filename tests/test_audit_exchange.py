@@ -9,7 +9,7 @@ from auditkit import SECOND, add, grow_one
 
 from strategist.audit.exchange import (
     dump_library,
-    evidence_summary,
+    export_evidence,
     parse_library,
     plan_import,
     strategy_entry,
@@ -110,7 +110,7 @@ def test_export_is_deterministic_and_readable(reviewed):
     ]
     grown = lib.strategies[0]
     assert grown.version == 2 and [v.author for v in grown.versions] == ["gate", "bob"]
-    assert grown.evidence.pairs == 3 and grown.evidence.samples == 3 and len(grown.evidence.deltas) == 3
+    assert len(grown.evidence.pairs) == 3 and grown.evidence.samples == 3 and len(grown.evidence.deltas) == 3
     assert grown.provenance["teacher_model"] == "scripted/teacher"
     assert list(grown.provenance) == sorted(grown.provenance)
     # Long and multi-line text as block scalars; the deltas on one line; no usage counters.
@@ -125,11 +125,14 @@ def test_export_filters_by_status(reviewed):
     assert [e.id for e in lib.strategies] == [2]
 
 
-def test_evidence_summary_is_idempotent(reviewed):
+def test_exported_evidence_is_idempotent_and_keeps_every_pair(reviewed):
     row = reviewed.get_strategy(1)
-    once = evidence_summary(row.evidence)
-    assert evidence_summary(once) == once
-    assert "pairs" in once and isinstance(once["pairs"], int)
+    once = export_evidence(row.evidence)
+    assert export_evidence(once) == once
+    # The same typed record as the database's: the pairs themselves, not a count of them.
+    assert [p["with_dialogue_id"] for p in once["pairs"]] == [
+        p["with_dialogue_id"] for p in row.evidence["pairs"]
+    ]
 
 
 # -- round trips ---------------------------------------------------------------------------------

@@ -349,7 +349,7 @@ def test_strategies_stored_before_the_index_existed_are_indexed(tmp_path, northw
     from datetime import UTC, datetime
 
     from strategist.store import Store, migrations
-    from strategist.store.store import make_engine
+    from strategist.store import make_engine
 
     path = tmp_path / "old.db"
     engine = make_engine(path)

@@ -216,11 +216,11 @@ def test_bulk_approve_respects_min_delta_and_policy_flags(cwd, db):
 # -- the interactive queue ---------------------------------------------------------------------------------
 def test_review_queue_approve_reject_skip(cwd, db):
     second, third = _add(cwd), _add(cwd, text={"trigger": "When x", "guidance": "Do y."})
-    keys = "a\nlooks right\nr\n\nnot specific enough\ns\n"
+    keys = "d\na\nlooks right\nr\n\nnot specific enough\ns\n"
     result = run("review", "--db", db, "--reviewer", "maria", input=keys)
     assert result.exit_code == 0, result.output
     out = result.stdout
-    assert "pending 1 of 3: strategy 1" in out and "before/after" in out  # the evidence is shown
+    assert "pending 1 of 3: strategy 1" in out and "before/after" in out  # d showed the evidence
     assert "approved strategy 1" in out and f"rejected strategy {second}" in out
     assert "reviewed as maria: approved 1, rejected 1, edited 0, skipped 1" in out
     assert [status_of(cwd, i)[0] for i in (1, second, third)] == ["approved", "rejected", "pending"]

@@ -31,7 +31,7 @@ from strategist.core.gate import GateConfig
 from strategist.engine.grow import GrowConfig, Grower
 from strategist.errors import NotFoundError, StrategistError
 from strategist.store import Store, migrations
-from strategist.store.store import make_engine
+from strategist.store import make_engine
 from strategist.store.tables import (
     CandidateRow,
     DialogueRow,
@@ -342,7 +342,7 @@ def exercise(store: Store, domain: Any) -> dict[str, Any]:
     assert (out["all_totals"]["calls"], out["all_totals"]["cost_usd"]) == (4, 0.75)
     assert store.count(LlmCallRow, run_id=run) == 4 and store.count(LlmCallRow, ok=False) == 1
     store.record_event(
-        run, "failure", f"judging dialogue {d2.id}: boom", round=1, detail={"dialogue_id": d2.id}
+        run, "judge_failure", f"judging dialogue {d2.id}: boom", round=1, detail={"dialogue_id": d2.id}
     )
     store.record_event(run, "info", "nul \x00 and ☃ survive", detail={"x": [1, "\x00"]})
     out["events"] = norm(store.events(run))

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..core.evidence import GateEvidence
 from ..errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -39,8 +40,8 @@ class PairView:
     with_: Side
 
 
-def _side(store: Store, dialogue_id: Any, score: Any) -> Side:
-    if not isinstance(dialogue_id, int):
+def _side(store: Store, dialogue_id: int | None, score: float | None) -> Side:
+    if dialogue_id is None:
         return Side(None, score, missing=True)
     try:
         d = store.get_dialogue(dialogue_id)
@@ -52,19 +53,17 @@ def _side(store: Store, dialogue_id: Any, score: Any) -> Side:
 
 
 def pair_views(
-    store: Store, evidence: dict[str, Any], *, limit: int | None = None, regression: bool = False
+    store: Store, evidence: GateEvidence, *, limit: int | None = None, regression: bool = False
 ) -> list[PairView]:
     """The first ``limit`` pairs of the gate (target scenarios; regression ones too if asked)."""
-    pairs = [p for p in evidence.get("pairs") or [] if isinstance(p, dict)]
-    if not regression:
-        pairs = [p for p in pairs if not p.get("regression")]
+    pairs = evidence.pairs if regression else evidence.target_pairs
     if limit is not None:
         pairs = pairs[:limit]
     titles: dict[int, str] = {}
     out = []
     for p in pairs:
-        sid = p.get("scenario_id")
-        if isinstance(sid, int) and sid not in titles:
+        sid = p.scenario_id
+        if sid is not None and sid not in titles:
             try:
                 titles[sid] = store.get_scenario(sid).title
             except NotFoundError:
@@ -72,31 +71,33 @@ def pair_views(
         out.append(
             PairView(
                 scenario_id=sid,
-                scenario_title=titles.get(sid, "") if isinstance(sid, int) else "",
-                seed=p.get("seed"),
-                delta=p.get("delta"),
-                regression=bool(p.get("regression")),
-                without=_side(store, p.get("without_dialogue_id"), p.get("without_score")),
-                with_=_side(store, p.get("with_dialogue_id"), p.get("with_score")),
+                scenario_title=titles.get(sid, "") if sid is not None else "",
+                seed=p.seed,
+                delta=p.delta,
+                regression=p.regression,
+                without=_side(store, p.without_dialogue_id, p.without_score),
+                with_=_side(store, p.with_dialogue_id, p.with_score),
             )
         )
     return out
 
 
-def gate_line(evidence: dict[str, Any]) -> str | None:
+def gate_line(e: GateEvidence) -> str | None:
     """One sentence about the gate's decision, or None when there is no evidence."""
-    e = evidence
-    if e.get("mean_delta") is None:
+    if e.mean_delta is None:
         return None
-    # Target pairs only: the deltas the interval was computed from (regression pairs are apart).
-    n = len(e.get("deltas") or []) or (e["pairs"] if isinstance(e.get("pairs"), int) else 0)
     ci = ""
-    if e.get("ci_low") is not None and e.get("ci_high") is not None:
-        ci = f", {e.get('confidence') or 0.95:.0%} CI [{e['ci_low']:+.3f}, {e['ci_high']:+.3f}]"
-    return (
-        f"mean paired gain {e['mean_delta']:+.3f}{ci} over {n} pairs "
-        f"({e.get('samples', '?')} samples per scenario)"
-    )
+    if e.ci_low is not None and e.ci_high is not None:
+        ci = f", {e.confidence or 0.95:.0%} CI [{e.ci_low:+.3f}, {e.ci_high:+.3f}]"
+    samples = "?" if e.samples is None else e.samples
+    return f"mean paired gain {e.mean_delta:+.3f}{ci} over {e.n_pairs} pairs ({samples} samples per scenario)"
+
+
+def gain_text(e: GateEvidence) -> str:
+    """The mean paired gain with its interval, short, for lists: ``+0.125 [+0.050, +0.200]``."""
+    if e.mean_delta is None or e.ci_low is None or e.ci_high is None:
+        return "-"
+    return f"{e.mean_delta:+.3f} [{e.ci_low:+.3f}, {e.ci_high:+.3f}]"
 
 
 def provenance_line(p: dict[str, Any], scenario_title: str | None = None) -> str:

@@ -15,9 +15,12 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from ..core.evidence import GateEvidence
+from ..core.text import short
 from ..errors import InputError
+from ..files import Locator, parse_yaml, read_text, validate
 from .lifecycle import (
     TEXT_FIELDS,
     ConflictError,
@@ -75,17 +78,9 @@ class PolicyCheckEntry(_Strict):
     checked_at: str = ""
 
 
-class EvidenceEntry(_Strict):
-    samples: int | None = None
-    pairs: int | None = None
-    deltas: list[float] = Field(default_factory=list)
-    mean_delta: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    confidence: float | None = None
-    threshold: float | None = None
-    regression_mean: float | None = None
-    decision: str | None = None
+# What the strategy was when the file was written, e.g. "approved v2" (read-only): an import whose
+# strategy has moved on since (another review, an edit) is a conflict, not a silent overwrite.
+Exported = Annotated[str, Field(pattern=r"^(pending|approved|rejected|retired) v[1-9][0-9]*$")]
 
 
 class VersionEntry(_Strict):
@@ -113,8 +108,9 @@ class StrategyEntry(_Strict):
     example: str = ""
     policy_check: PolicyCheckEntry | None = None
     provenance: dict[str, Any] = Field(default_factory=dict)
-    evidence: EvidenceEntry = Field(default_factory=EvidenceEntry)
+    evidence: GateEvidence = Field(default_factory=GateEvidence)
     versions: list[VersionEntry] = Field(default_factory=list)
+    exported: Exported | None = None
 
     _blank = field_validator("trigger", "guidance")(_not_blank)
 
@@ -143,21 +139,22 @@ def _sorted(value: Any) -> Any:
     return value
 
 
-def evidence_summary(evidence: Mapping[str, Any]) -> dict[str, Any]:
-    """The gate's evidence without the per-pair detail; applying it twice changes nothing."""
+class _FlowMap(dict[str, Any]):
+    """A mapping written on one line: one gate pair, one line of the diff."""
+
+
+def export_evidence(stored: Mapping[str, Any]) -> dict[str, Any]:
+    """The gate's evidence as the file holds it: every field that has a value, numbers rounded."""
+    data = GateEvidence.from_stored(stored).model_dump(mode="json", exclude_none=True, exclude_defaults=True)
     out: dict[str, Any] = {}
-    pairs = evidence.get("pairs")
-    for key in EvidenceEntry.model_fields:
+    for key, value in data.items():
         if key == "pairs":
-            value: Any = len(pairs) if isinstance(pairs, list) else pairs
-        elif key == "deltas":
-            value = [_round(d) for d in evidence.get("deltas") or []] or None
-        else:
-            value = evidence.get(key)
-            if key != "samples":
-                value = _round(value)
-        if value is not None:
-            out[key] = value
+            value = [_FlowMap({k: _round(v) for k, v in pair.items()}) for pair in value]
+        elif isinstance(value, list):
+            value = [_round(v) for v in value]
+        elif key not in ("samples", "weakest_turn"):
+            value = _round(value)
+        out[key] = value
     return out
 
 
@@ -179,7 +176,7 @@ def strategy_entry(row: Any, versions: Sequence[Any]) -> dict[str, Any]:
     if row.policy_check:
         entry["policy_check"] = policy_entry(row.policy_check)
     entry["provenance"] = _sorted(dict(row.provenance))
-    entry["evidence"] = evidence_summary(row.evidence)
+    entry["evidence"] = export_evidence(row.evidence)
     entry["versions"] = [
         {
             "version": v.version,
@@ -191,6 +188,7 @@ def strategy_entry(row: Any, versions: Sequence[Any]) -> dict[str, Any]:
         }
         for v in sorted(versions, key=lambda v: v.version)
     ]
+    entry["exported"] = f"{row.status} v{row.version}"
     return entry
 
 
@@ -213,8 +211,13 @@ def _list(dumper: yaml.SafeDumper, value: list[Any]) -> yaml.Node:
     return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
 
 
+def _flow_map(dumper: yaml.SafeDumper, value: _FlowMap) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", value.items(), flow_style=True)
+
+
 _Dumper.add_representer(str, _str)
 _Dumper.add_representer(list, _list)
+_Dumper.add_representer(_FlowMap, _flow_map)
 
 
 def dump_yaml(data: Any) -> str:
@@ -233,49 +236,9 @@ def dump_library(entries: Sequence[Mapping[str, Any]]) -> str:
 
 
 # -- reading a file, with line numbers in every error ------------------------------------------
-@dataclass
-class Locator:
-    """Maps a path in the parsed data (``("strategies", 2, "status")``) to a line of the file."""
-
-    root: yaml.Node | None
-
-    def line(self, path: Sequence[Any]) -> int:
-        node = self.root
-        if node is None:
-            return 1
-        for part in path:
-            child: yaml.Node | None = None
-            if isinstance(node, yaml.MappingNode):
-                child = next((v for k, v in node.value if k.value == str(part)), None)
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                child = node.value[part]
-            if child is None:
-                break  # a missing field: point at the mapping that lacks it
-            node = child
-        return node.start_mark.line + 1
-
-
-def field_path(loc: Sequence[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out or "(top level)"
-
-
-def _error(source: str, where: Locator, loc: Sequence[Any], problem: str) -> InputError:
-    return InputError(source, f"line {where.line(loc)}: {field_path(loc)}", problem)
-
-
 def read_library(path: Path) -> tuple[LibraryFile, Locator]:
     """Parse and validate a library file; any problem is one InputError naming line and field."""
-    source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputError(source, "", "file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(source, "", f"cannot read: {exc}") from None
-    return parse_library(text, source)
+    return parse_library(read_text(path), str(path))
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -283,28 +246,16 @@ M = TypeVar("M", bound=BaseModel)
 
 def load_model(text: str, source: str, model: type[M]) -> tuple[M, Locator]:
     """YAML text validated as ``model``; any problem is one InputError naming line and field."""
-    try:
-        data = yaml.safe_load(text)
-        where = Locator(yaml.compose(text, Loader=yaml.SafeLoader))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f"line {mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InputError(source, line, f"invalid YAML: {problem}") from None
-    except (ValueError, OverflowError, RecursionError) as exc:  # e.g. a date or number YAML cannot build
-        raise InputError(source, "", f"invalid YAML: {type(exc).__name__}") from None
-    if not isinstance(data, dict):
-        fields = ", ".join(f"'{f}'" for f in model.model_fields)
-        raise InputError(source, "line 1", f"expected a mapping with {fields}")
-    try:
-        return model.model_validate(data), where
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise _error(source, where, first.get("loc", ()), first.get("msg", "invalid")) from None
+    data, where = parse_yaml(text, source)
+    return validate(model, data, source, where), where
 
 
 def parse_library(text: str, source: str = "<library>") -> tuple[LibraryFile, Locator]:
     return load_model(text, source, LibraryFile)
+
+
+def _error(source: str, where: Locator, loc: Sequence[Any], problem: str) -> InputError:
+    return where.error(source, loc, problem)
 
 
 # -- planning an import --------------------------------------------------------------------------
@@ -318,6 +269,7 @@ class CurrentState:
     version: int
     text: Text
     first: Text
+    last_change: str = ""  # "approved by alice at 2026-11-22 03:12", from the review trail
 
 
 @dataclass(frozen=True)
@@ -353,11 +305,6 @@ class ImportPlan:
     @property
     def empty(self) -> bool:
         return not self.creates and not self.reviews
-
-
-def _short(text: str, n: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
 
 
 def plan_import(
@@ -410,7 +357,7 @@ def plan_import(
             label = f"strategy {e.id}" if e.id is not None else "a strategy"
             version = plan.creates[-1].version
             plan.changes.append(
-                f"+ new {label} in {e.domain}: {e.status}, version {version}: {_short(e.trigger)}"
+                f"+ new {label} in {e.domain}: {e.status}, version {version}: {short(e.trigger)}"
             )
             continue
         _plan_update(plan, e, state, source, where, at, reviewer, note)
@@ -431,7 +378,7 @@ def _new_strategy(e: StrategyEntry, reviewer: str) -> NewStrategy:
         version=versions[-1].version,
         text=e.text,
         provenance=dict(e.provenance),
-        evidence=e.evidence.model_dump(exclude_none=True, exclude_defaults=True),
+        evidence=e.evidence.stored(),
         policy_check=e.policy_check.model_dump() if e.policy_check else None,
         versions=tuple(versions),
     )
@@ -466,6 +413,13 @@ def _plan_update(
         raise ConflictError(
             f"{source}: line {where.line(at)}: strategies[{_index(at)}]: strategy {sid} is at version "
             f"{state.version} in the database but the file was exported at version {e.version}; "
+            "export again and redo the change"
+        )
+    if e.exported is not None and e.exported != f"{state.status} v{state.version}":
+        raise ConflictError(
+            f"{source}: line {where.line(at)}: strategies[{_index(at)}]: strategy {sid} changed since the "
+            f"file was exported ({e.exported} then, {state.status} v{state.version} now"
+            f"{', ' + state.last_change if state.last_change else ''}); nothing was changed: "
             "export again and redo the change"
         )
     what: list[str] = []

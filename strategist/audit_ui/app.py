@@ -15,9 +15,10 @@ from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from ..audit.evidence import gate_line, pair_views, provenance_line
+from ..audit.evidence import gain_text, gate_line, pair_views, provenance_line
 from ..audit.lifecycle import STATUSES, ConflictError, ReviewRequest, TransitionError, clean_text
 from ..audit.policy import policy_flag
+from ..core.evidence import GateEvidence
 from ..errors import NotFoundError, StrategistError, one_line
 
 if TYPE_CHECKING:
@@ -37,6 +38,14 @@ def _same(a: str, b: str) -> bool:
     return secrets.compare_digest(a.encode(), b.encode())
 
 
+def _gain(evidence: dict[str, Any]) -> str:
+    return gain_text(GateEvidence.from_stored(evidence))
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _policy_state(row: StrategyRow) -> str:
     if not row.policy_check:
         return "unchecked"
@@ -45,7 +54,9 @@ def _policy_state(row: StrategyRow) -> str:
 
 def create_app(store: Store, *, token: str, reviewer: str) -> FastAPI:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined)
-    env.globals.update(policy_flag=policy_flag, policy_state=_policy_state, quote=quote)
+    env.globals.update(
+        policy_flag=policy_flag, policy_state=_policy_state, quote=quote, score=_score, gain=_gain
+    )
     app = FastAPI(title="strategist audit", docs_url=None, redoc_url=None, openapi_url=None)
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
@@ -99,14 +110,16 @@ def create_app(store: Store, *, token: str, reviewer: str) -> FastAPI:
                 title = store.get_scenario(scenario_id).title
             except NotFoundError:
                 title = None
+        evidence = GateEvidence.from_stored(row.evidence)
         return page(
             "strategy.html",
             status_code,
             row=row,
             provenance=provenance_line(row.provenance, title),
-            gate=gate_line(row.evidence),
-            pairs=[p for p in row.evidence.get("pairs") or [] if isinstance(p, dict)],
-            views=pair_views(store, row.evidence, limit=3),
+            gate=gate_line(evidence),
+            evidence=evidence,
+            pairs=evidence.pairs,
+            views=pair_views(store, evidence, limit=3),
             versions=store.strategy_versions(sid),
             reviews=store.reviews(sid),
             reviewer=reviewer,

@@ -1,13 +1,20 @@
-"""The strategist command line: ``strategist NOUN VERB``."""
+"""The strategist command line: ``strategist NOUN VERB``. Each group is its own Typer app in its
+own module; this module only puts them together."""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
 
 import typer
 
 from ..errors import StrategistError
-from . import audit, evaluate, records, runtime, scenario_tools
+from . import domains, evaluate, review, runs, runtime, scenarios, strategies
 from . import grow as _grow
-from .common import DbOption, DomainOption, StrategistGroup, console
+from .common import DbOption, DomainOption, StrategistGroup, db_target, open_store
+from .views import say
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 app = typer.Typer(
     cls=StrategistGroup,
@@ -19,56 +26,94 @@ app = typer.Typer(
 )
 app.command("grow")(_grow.grow)
 app.command("eval")(evaluate.eval_command)
-app.add_typer(records.scenarios_app, name="scenarios")
-app.add_typer(records.strategies_app, name="strategies")
-app.add_typer(records.runs_app, name="runs")
-app.add_typer(records.domains_app, name="domains")
-audit.register(app)
-scenario_tools.register()
-runtime.register(app)
+app.add_typer(scenarios.app, name="scenarios")
+app.add_typer(strategies.app, name="strategies")
+app.add_typer(runs.app, name="runs")
+app.add_typer(domains.app, name="domains")
+app.command("review")(review.review)
+app.command("audit-ui")(review.audit_ui)
+app.command("chat")(runtime.chat)
+app.command("serve")(runtime.serve)
+app.command("retrieve")(runtime.strategies_for)
 
 
 @app.command()
-def init(db: DbOption = None, domain: DomainOption = None) -> None:
-    """Create strategist.toml (if missing) and the database, and load a domain pack.
+def init(
+    db: DbOption = None,
+    domain: DomainOption = None,
+) -> None:
+    """Create strategist.toml (if missing) and the database, and load a domain pack (default:
+    the shipped 'northwind' pack, for a new database).
 
-    The settings file is ./strategist.toml, or $STRATEGIST_CONFIG.
+    The settings file is ./strategist.toml, or $STRATEGIST_CONFIG. --domain takes a pack name or
+    the path to a domain.yaml (or its folder).
     """
-    from ..config import config_path, default_config_text, load_settings, resolve_db
-    from ..store import Store
-    from .common import resolve_domain
+    from ..config import config_path, default_config_text
+    from ..store.engine import integrity_problem, sqlite_path
+    from .common import load_pack
 
     config = config_path()
-    db_path = resolve_db(db, load_settings())
-    store = Store.open(db_path)  # first, so a bad path leaves no half-made setup behind
-    d = resolve_domain(store, domain)
+    db_path = db_target(db)
+    file = sqlite_path(db_path)
+    existed = file is None or file.exists()
+    try:
+        store = open_store(db_path, create=True)  # first, so a bad path leaves no half-made setup behind
+        problem = integrity_problem(store.engine)
+        if problem:
+            raise StrategistError(
+                f"{db_path}: the database file is damaged ({problem}): restore it from a backup"
+            )
+        known = [d.id for d in store.list_domains()]
+        if domain is not None or not known:
+            d, _ = load_pack(store, domain or "northwind")
+            name = d.id
+        else:
+            name = known[0] if len(known) == 1 else ", ".join(known)
+    except BaseException:
+        if not existed and file is not None:
+            _remove_database(file)  # a failed init leaves nothing behind
+        raise
     if config.exists():
-        console.print(f"kept existing {config}")
+        say(f"kept existing {config}")
     else:
         try:
             config.write_text(default_config_text(db_path), encoding="utf-8")
         except OSError as exc:
             raise StrategistError(f"{config}: cannot write: {exc.strerror}") from None
-        console.print(f"wrote {config}")
-    n = len(store.list_scenarios(d.id))
-    console.print(f"database {db_path}: domain '{d.id}' with {n} scenarios")
+        say(f"wrote {config}")
+    n = sum(len(store.list_scenarios(d)) for d in [d.id for d in store.list_domains()])
+    say(f"database {db_path}: domain '{name}' with {n} scenarios")
+
+
+def _remove_database(file: Path) -> None:
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        file.with_name(file.name + suffix).unlink(missing_ok=True)
 
 
 @app.command()
 def path(db: DbOption = None) -> None:
-    """Show where the settings file and the database are."""
+    """Show where the settings file, the database, the response cache, packs and prompts are."""
     import os
+    from pathlib import Path
 
-    from ..config import config_path, load_settings, resolve_db
+    from ..config import config_path
     from ..packs import SHIPPED_DIR
     from ..prompting import PROMPTS_DIR
+    from ..store.engine import sqlite_path
 
     cfg = config_path()
-    console.print(f"settings: {cfg.resolve()}{'' if cfg.exists() else ' (missing: defaults apply)'}")
-    console.print(f"database: {resolve_db(db, load_settings())}")
-    console.print(f"domain packs: {SHIPPED_DIR}")
+    target = db_target(db)
+    file = sqlite_path(target)
+    shown = str(file.resolve()) if file is not None else target
+    say(f"settings: {cfg.resolve()}{'' if cfg.exists() else ' (missing: defaults apply)'}")
+    say(
+        f"database: {shown}"
+        + ("" if file is None or file.exists() else " (missing: strategist init creates it)")
+    )
+    say(f"response cache: in the database ({shown}), unless grow or eval is given --cache-db")
+    say(f"domain packs: {SHIPPED_DIR} (and ./scenarios: {Path('scenarios').resolve()})")
     override = os.environ.get("STRATEGIST_PROMPTS_DIR")
-    console.print(f"prompts: {PROMPTS_DIR}" + (f" (overridden from {override})" if override else ""))
+    say(f"prompts: {PROMPTS_DIR}" + (f" (overridden from {override})" if override else ""))
 
 
 def main() -> None:

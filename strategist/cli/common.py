@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
@@ -14,22 +15,43 @@ from typer.core import TyperGroup
 from ..errors import StrategistError, one_line
 
 if TYPE_CHECKING:
-    from ..core.domain import Domain, Scenario
+    from ..core.domain import Domain
     from ..store import Store
 
 console = Console()
 err_console = Console(stderr=True)
+# The databases the running command opened: named in database errors, closed when it ends (which
+# also folds SQLite's write-ahead log back into the file).
+_opened: list[str] = []
+_stores: list[Store] = []
 
 
 class StrategistGroup(TyperGroup):
-    """Turns any StrategistError raised by a command into one line on stderr and exit code 1."""
+    """Turns any StrategistError raised by a command into one line on stderr and exit code 1, and
+    so does any error of the database driver (a read-only file, a lock held too long, a damaged
+    file): a user mistake or a broken file is never a traceback."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
             return super().invoke(ctx)
         except StrategistError as exc:
-            typer.echo(f"error: {one_line(exc)}", err=True)
-            raise typer.Exit(1) from None
+            fail(one_line(exc))
+        except Exception as exc:
+            sa = sys.modules.get("sqlalchemy")
+            if sa is None or not isinstance(exc, sa.exc.DBAPIError | sa.exc.OperationalError):
+                raise
+            from ..store.engine import database_error
+
+            fail(one_line(database_error(exc, _opened[-1] if _opened else None)))
+        finally:
+            while _stores:
+                _stores.pop().close()
+            _opened.clear()
+
+
+def fail(message: str) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(1)
 
 
 def new_app(help: str) -> typer.Typer:
@@ -43,73 +65,125 @@ DbOption = Annotated[
         help="Database file or URL (default: $STRATEGIST_DB, then strategist.toml, then strategist.db).",
     ),
 ]
-DomainOption = Annotated[
-    str | None, typer.Option("--domain", help="Domain id, pack name or path to domain.yaml.")
+DomainOption = Annotated[str | None, typer.Option("--domain", help="Domain id (a domain in the database).")]
+JsonOption = Annotated[
+    bool, typer.Option("--json", help="Print JSON (an array for lists, an object for one).")
 ]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print a JSON array of objects.")]
 
 
-def open_store(db: str | None) -> Store:
+def db_target(db: str | None) -> str:
     from ..config import load_settings, resolve_db
-    from ..store import Store
 
-    return Store.open(resolve_db(db, load_settings()))
+    return resolve_db(db, load_settings())
+
+
+def open_store(db: str | None, *, create: bool = False) -> Store:
+    """The library's database. Only commands that create (init, grow, imports) may create the
+    file: for every other command a database that does not exist is a mistyped path."""
+    from ..store import Store
+    from ..store.engine import require_existing
+
+    target = db_target(db)
+    if not create:
+        require_existing(target)
+    _opened.append(target)
+    store = Store.open(target)
+    _stores.append(store)
+    return store
 
 
 def print_json(data: Any) -> None:
     typer.echo(json.dumps(data, indent=2, default=str, ensure_ascii=False))
 
 
-def resolve_domain(store: Store, value: str | None, *, import_scenarios: bool = True) -> Domain:
-    """A domain from the database, or loaded from a pack (and stored) if it is not there yet.
+def resolve_domain(store: Store, value: str | None, *, load_into_empty: bool = False) -> Domain:
+    """The domain a command works on, from the database.
 
-    ``value`` falls back to strategist.toml, then to the only domain in the database, then (for
-    an empty database) to the shipped 'northwind' pack.
+    ``value`` falls back to strategist.toml, then to the only domain in the database. A stored
+    domain is never replaced by a pack here (that is ``init --domain`` and ``domains add``): the
+    stored one is the user's. When the pack file it was loaded from has changed since, a note says
+    so. ``load_into_empty`` (commands that create, like grow): a database with no domain at all
+    gets the pack loaded, as ``init`` would.
     """
     from ..config import load_settings
     from ..errors import NotFoundError
-    from ..packs import find_pack, load_domain, load_scenario_set
 
     value = value or load_settings().domain
+    if load_into_empty and not store.list_domains():
+        domain, _ = load_pack(store, value or "northwind")
+        err_console.print(f"loaded domain '{domain.id}' into the new database", markup=False, highlight=False)
+        return domain
     if value is None:
         known = [d.id for d in store.list_domains()]
         if len(known) > 1:
             raise StrategistError(
                 f"the database holds several domains ({', '.join(known)}): choose one with --domain"
             )
-        value = known[0] if known else "northwind"
-    pack = find_pack(value)
-    if pack is None:
-        try:
-            return store.get_domain(value)
-        except NotFoundError:
-            raise StrategistError(
-                f"unknown domain '{value}': not in the database and no pack by that name"
-            ) from None
-    domain = load_domain(pack)
-    scen_file = pack.parent / "scenarios.yaml"
-    scenarios: list[Scenario] = []
-    # Validate the whole pack before storing any of it, and import its scenarios while the domain
-    # has none (a pack fixed after a failed load still gets them).
-    if import_scenarios and scen_file.is_file() and not store.list_scenarios(domain.id):
-        _, scenarios = load_scenario_set(scen_file, domain)
-    store.upsert_domain(domain)
-    for s in scenarios:
-        store.add_scenario(s)
+        if not known:
+            raise StrategistError("the database holds no domain yet: load one with strategist init")
+        value = known[0]
+    try:
+        domain = store.get_domain(value)
+    except NotFoundError:
+        from ..packs import find_pack
+
+        hint = f"strategist domains add {value}" if find_pack(value) else "strategist domains add PACK"
+        raise StrategistError(
+            f"unknown domain '{value}': it is not in the database (load it with: {hint})"
+        ) from None
+    _note_changed_pack(store, domain.id)
     return domain
 
 
-def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]]) -> None:
-    from rich.table import Table
+def _note_changed_pack(store: Store, domain_id: str) -> None:
+    from ..packs import pack_digest
 
-    t = Table(title=title, title_justify="left")
-    for c in columns:
-        t.add_column(c)
-    for r in rows:
-        t.add_row(*("" if v is None else str(v) for v in r))
-    console.print(t)
+    row = store.domain_row(domain_id)
+    if row is None or not row.source:
+        return
+    source = Path(row.source)
+    digest = pack_digest(source)
+    if digest is not None and digest != row.source_digest:
+        err_console.print(
+            f"note: {source} has changed since domain '{domain_id}' was loaded from it; the stored "
+            f"domain is used (apply the file with: strategist domains add {source})",
+            markup=False,
+            highlight=False,
+        )
 
 
-def short(text: str, n: int = 60) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= n else text[: n - 1] + "…"
+def load_pack(store: Store, name_or_path: str, *, with_scenarios: bool = True) -> tuple[Domain, int]:
+    """Load (or update) a domain from its pack, and import its scenarios.yaml the first time.
+    Returns the domain and how many scenarios were imported. Nothing is stored if any of it is
+    invalid; an update that drops an intent stored scenarios use is refused."""
+    from ..core.domain import Scenario
+    from ..errors import NotFoundError
+    from ..packs import find_pack, load_domain, load_scenario_set, pack_digest
+
+    pack = find_pack(name_or_path)
+    if pack is None:
+        raise StrategistError(
+            f"no domain pack '{name_or_path}' (a domain.yaml, its folder, or a shipped pack name)"
+        )
+    domain = load_domain(pack)
+    scenarios: list[Scenario] = []
+    stored = store.list_scenarios(domain.id)
+    try:
+        store.get_domain(domain.id)
+    except NotFoundError:
+        pass
+    else:
+        kept = {i.id for i in domain.intents}
+        used = sorted({s.intent for s in stored} - kept)
+        if used:
+            raise StrategistError(
+                f"{pack}: intents: the pack drops intent '{used[0]}' that stored scenarios of domain "
+                f"'{domain.id}' use; keep it in the pack (or move those scenarios first)"
+            )
+    scen_file = pack.parent / "scenarios.yaml"
+    # Validate the whole pack before storing any of it, and import its scenarios while the domain
+    # has none (a pack fixed after a failed load still gets them).
+    if with_scenarios and scen_file.is_file() and not stored:
+        _, scenarios = load_scenario_set(scen_file, domain)
+    store.add_scenarios(scenarios, domain=domain, source=(str(pack.resolve()), pack_digest(pack)))
+    return domain, len(scenarios)

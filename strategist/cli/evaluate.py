@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DbOption, DomainOption, console, print_json, table
-from .grow import ModelOption, RichReporter
+from .common import DbOption, DomainOption, print_json
+from .grow import ModelOption
+from .views import print_eval, progress, say
 
 
 def eval_command(
@@ -74,17 +75,7 @@ def eval_command(
 
     async def go() -> Any:
         try:
-            if json_out:
-                return await Evaluator(
-                    store,
-                    dom,
-                    student=models["student"],
-                    customer=models["customer"],
-                    judge=models["judge"],
-                    library=library,
-                    config=config,
-                ).run()
-            with RichReporter() as rep:
+            with progress(not json_out) as rep:
                 return await Evaluator(
                     store,
                     dom,
@@ -109,71 +100,4 @@ def eval_command(
     else:
         print_eval(result)
         if report is not None:
-            console.print(f"report: {report}")
-
-
-def _f(x: float | None, fmt: str = "{:.3f}") -> str:
-    return "–" if x is None else fmt.format(x)
-
-
-def _ci(p: dict[str, Any] | None) -> str:
-    if not p:
-        return "–"
-    return f"{p['mean']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (n={p['n']})"
-
-
-def print_eval(r: dict[str, Any]) -> None:
-    grown = ", ".join(r["library_student_models"]) or "unknown"
-    transfer = (
-        " (transfer)"
-        if r["library_student_models"] and r["student_model"] not in r["library_student_models"]
-        else ""
-    )
-    console.print(
-        f"eval run {r['run_id']}: domain {r['domain']}, split {r['split']}, {len(r['scenarios'])} scenarios "
-        f"x {r['samples']} samples; student {r['student_model']}, library grown with {grown}{transfer}; "
-        f"{r['strategies_available']} strategies" + (" (pending included)" if r["include_pending"] else "")
-    )
-    k = r["samples"]
-    table(
-        "per condition",
-        ["condition", "dialogues", "mean score", "check pass rate", "pass rate", f"pass^{k}"],
-        [
-            (
-                c["condition"],
-                c["dialogues"],
-                _f(c["mean_score"]),
-                _f(c["check_pass_rate"]),
-                _f(c["pass_rate"]),
-                _f(c["pass_hat_k"]),
-            )
-            for c in r["conditions"]
-        ],
-    )
-    table(
-        "library against the baselines (paired, 95% bootstrap CI)",
-        ["comparison", "mean difference [CI]"],
-        [
-            ("library - no strategies", _ci(r["library_vs_none"])),
-            ("library - generic checklist", _ci(r["library_vs_generic"])),
-        ],
-    )
-    table(
-        "per scenario",
-        ["id", "intent", "none", "generic", "library", "library - none [CI]"],
-        [
-            (
-                s["scenario_id"],
-                s["intent"],
-                _f(s["means"]["none"]),
-                _f(s["means"]["generic"]),
-                _f(s["means"]["library"]),
-                _ci(s["delta_none"]),
-            )
-            for s in r["scenarios"]
-        ],
-    )
-    console.print(
-        f"{r['llm_calls']} model calls ({r['cache_hits']} from cache), {r['failures']} failures, "
-        f"{r['seconds']} s"
-    )
+            say(f"report: {report}")

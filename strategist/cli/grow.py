@@ -7,7 +7,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DbOption, DomainOption, console, print_json
+from .common import DbOption, DomainOption, print_json
+from .views import print_summary, progress, say
 
 ModelOption = Annotated[
     str | None,
@@ -16,46 +17,6 @@ ModelOption = Annotated[
         "$STRATEGIST_<ROLE>_MODEL, then strategist.toml, then embedded/smollm2)."
     ),
 ]
-
-
-class RichReporter:
-    """Progress bars on a terminal; plain lines elsewhere (CI logs, pipes, nohup)."""
-
-    def __init__(self) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self.live = console.is_terminal
-        self.progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=not self.live,
-        )
-        self.task: Any = None
-
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.progress.stop()
-
-    def stage(self, name: str, total: int) -> None:
-        if self.task is not None:
-            self.progress.remove_task(self.task)
-        self.task = self.progress.add_task(name, total=total)
-        if not self.live:
-            console.print(f"{name} ({total})")
-
-    def advance(self, n: int = 1) -> None:
-        if self.task is not None:
-            self.progress.advance(self.task, n)
-
-    def log(self, message: str) -> None:
-        self.progress.console.print(message)
 
 
 def grow(
@@ -134,7 +95,7 @@ def grow(
     from ..store import Store
     from .common import open_store, resolve_domain
 
-    store = open_store(db)
+    store = open_store(db, create=True)
     flags = {"teacher": teacher, "student": student, "customer": customer, "judge": judge}
     if resume:
         run = _run_to_resume(store, run_id)
@@ -144,7 +105,7 @@ def grow(
         # from the environment and strategist.toml.
         flags = {r: flags[r] or run.config.get("models", {}).get(r) for r in flags}
     else:
-        dom = resolve_domain(store, domain)
+        dom = resolve_domain(store, domain, load_into_empty=True)
         config = GrowConfig(
             rounds=rounds,
             scenarios=scenarios,
@@ -163,23 +124,19 @@ def grow(
     # One model object per role, even when two roles share a name: each keeps its own state (KV cache).
     models = RoleModels(**{r: resolve_model(c.model, **c.options()) for r, c in roles.items()})
     if not json_out:
-        console.print(
-            f"growing domain [bold]{dom.id}[/] in {store.engine.url.database or store.engine.url}: "
+        say(
+            f"growing domain {dom.id} in {store.engine.url.database or store.engine.url}: "
             + ", ".join(f"{r}={c.model}" for r, c in roles.items())
         )
 
     resume_run = run.id if resume else None
     cache_store = Store.open(cache_db) if cache_db else None
     if not json_out:
-        console.print(_estimate(config, dom, models).describe())
+        say(_estimate(config, dom, models).describe())
 
     async def go() -> Any:
         try:
-            if json_out:
-                return await Grower(
-                    store, dom, models, config, resume_run=resume_run, cache_store=cache_store
-                ).run()
-            with RichReporter() as rep:
+            with progress(not json_out) as rep:
                 return await Grower(
                     store, dom, models, config, rep, resume_run=resume_run, cache_store=cache_store
                 ).run()
@@ -198,17 +155,12 @@ def grow(
 
 def _estimate(config: Any, domain: Any, models: Any) -> Any:
     from ..engine.estimate import estimate
-    from ..models.litellm_model import LiteLLMModel, price_usd
 
     by_role = {r: getattr(models, r) for r in ("teacher", "student", "customer", "judge")}
-
-    def price(name: str, prompt: int, completion: int) -> float | None:
-        model = next(m for m in by_role.values() if m.name == name)
-        if not isinstance(model, LiteLLMModel):
-            return 0.0  # in-process or test models cost nothing per call
-        return price_usd(name, prompt, completion)
-
-    return estimate(config, domain, {r: m.name for r, m in by_role.items()}, price)
+    by_name = {m.name: m for m in by_role.values()}
+    return estimate(
+        config, domain, {r: m.name for r, m in by_role.items()}, lambda name, p, c: by_name[name].price(p, c)
+    )
 
 
 def _run_to_resume(store: Any, run_id: int | None) -> Any:
@@ -224,40 +176,3 @@ def _run_to_resume(store: Any, run_id: int | None) -> Any:
     if run.status == "completed":
         raise StrategistError(f"run {run.id} is already completed")
     return run
-
-
-def _cost(s: dict[str, Any]) -> str:
-    unknown = s.get("unpriced_calls", 0)
-    text = f"{s.get('cost_usd', 0.0):.4f}"
-    return text + (f" + {unknown} calls of unknown price" if unknown else "")
-
-
-def print_summary(s: dict[str, Any]) -> None:
-    from rich.table import Table
-
-    t = Table(title=f"run {s['run_id']}: {s['status']}", title_justify="left", show_header=False)
-    t.add_column("what")
-    t.add_column("value", justify="right")
-    mean = "n/a" if s["mean_score"] is None else f"{s['mean_score']:.3f}"
-    rows = [
-        ("rounds completed", s["rounds_completed"]),
-        ("scenarios generated / used", f"{s['scenarios_generated']} / {s['scenarios_used']}"),
-        ("dialogues", s["dialogues"]),
-        ("mean score (no strategies)", mean),
-        ("candidates proposed", s["candidates"]),
-        ("accepted (pending review)", s["accepted"]),
-        ("merged / rejected by gate", f"{s['merged']} / {s['rejected']}"),
-        ("recorded failures", s["failures"]),
-        ("LLM calls (cache hits)", f"{s['llm_calls']} ({s.get('cache_hits', 0)})"),
-        ("tokens", s["tokens"]),
-        ("cost (USD)", _cost(s)),
-        ("time", f"{s['seconds']:.1f} s"),
-    ]
-    for k, v in rows:
-        t.add_row(k, str(v))
-    console.print(t)
-    if s["stop_reason"]:
-        console.print(f"stopped early: {s['stop_reason']} (everything up to here is saved)")
-    if s["accepted_ids"]:
-        ids = ", ".join(map(str, s["accepted_ids"]))
-        console.print(f"new pending strategies: {ids}; see them with: strategist strategies show ID")

@@ -229,7 +229,7 @@ def strategies_for(
     json_out: JsonOption = False,
 ) -> None:
     """Show which strategies a customer message would retrieve, with scores (no model is called)."""
-    from .common import table
+    from .views import table
 
     library = _library(db, domain, k, budget, include_pending, None)
     try:
@@ -244,10 +244,3 @@ def strategies_for(
         ["ref", "status", "score", "tokens", "when"],
         [(r.ref, r.status, f"{r.score:.3f}", r.tokens, r.strategy.trigger) for r in found.strategies],
     )
-
-
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
-    app.command("chat")(chat)
-    app.command("serve")(serve)
-    app.command("retrieve")(strategies_for)

@@ -129,6 +129,8 @@ class Scenario(BaseModel):
 
     id: int | None = None
     domain: str = ""
+    # What makes two scenarios of a domain the same one when importing (default: the title).
+    key: str | None = Field(default=None, min_length=1, max_length=200)
     title: str = Field(min_length=1, max_length=200)
     intent: str = Field(min_length=1)
     persona: dict[str, str] = Field(default_factory=dict)
@@ -165,6 +167,10 @@ class Scenario(BaseModel):
     def cell(self) -> tuple[str, str]:
         """The persona x intent cell this scenario covers (persona as a stable string)."""
         return persona_key(self.persona), self.intent
+
+    @property
+    def stable_key(self) -> str:
+        return " ".join((self.key or self.title).split()).casefold()
 
     def fingerprint_text(self) -> str:
         return " ".join([self.intent, self.goal, self.opening, *self.known_facts, *self.hidden_facts])

@@ -71,3 +71,14 @@ def most_similar(text: str, others: Iterable[tuple[int, str]]) -> tuple[int | No
         if s > best:
             best_id, best = other_id, s
     return best_id, best
+
+
+def short(text: str, n: int = 60) -> str:
+    """``text`` on one line, cut to at most ``n`` characters (at a word break where there is one)."""
+    text = " ".join(text.split())
+    if len(text) <= n:
+        return text
+    cut = text[: n - 1]
+    if " " in cut[n // 2 :]:
+        cut = cut.rsplit(" ", 1)[0].rstrip(",;:")
+    return cut + "…"

@@ -3,7 +3,6 @@ conditions: no strategies, a generic checklist, and the library (retrieved per t
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -13,16 +12,12 @@ from ..core.dialogue import StrategyText, Turn
 from ..core.domain import Domain, Scenario
 from ..core.evaluation import GENERIC_GUIDELINES, ConditionSummary, Outcome, compare, summarise
 from ..core.seeds import derive_seed
-from ..errors import ModelError, StrategistError, one_line
+from ..errors import StrategistError, one_line
 from ..models.base import ChatModel
-from ..roles import Customer, Judge, Student
 from ..roles.student import agent_messages
 from ..store import Store
-from .cache import ResponseCache
-from .concurrency import run_all
-from .grow import NullReporter, Reporter
-from .ledger import RUN_WRITE_BATCH, Budget, Ledger
-from .simulate import simulate
+from .ledger import Budget
+from .runner import Reporter, Runner
 
 CONDITIONS = ("none", "generic", "library")
 GENERIC = [StrategyText(trigger=t, guidance=g) for t, g in GENERIC_GUIDELINES]
@@ -87,7 +82,7 @@ def _paired(result: Any) -> dict[str, Any] | None:
     }
 
 
-class Evaluator:
+class Evaluator(Runner):
     def __init__(
         self,
         store: Store,
@@ -101,19 +96,23 @@ class Evaluator:
         reporter: Reporter | None = None,
         cache_store: Store | None = None,
     ) -> None:
-        self.store = store
-        self.domain = domain
+        models = {"student": student.name, "customer": customer.name, "judge": judge.name}
+        super().__init__(
+            store,
+            domain,
+            store.start_run(domain.id, "eval", {**asdict(config), "models": models}),
+            student=student,
+            customer=customer,
+            judge=judge,
+            budget=config.budget,
+            cache=config.cache,
+            concurrency=config.concurrency,
+            max_turns=config.max_turns,
+            cache_store=cache_store,
+            reporter=reporter,
+        )
         self.config = config
         self.library = library
-        self.reporter: Reporter = reporter or NullReporter()
-        models = {"student": student.name, "customer": customer.name, "judge": judge.name}
-        self.run_id = store.start_run(domain.id, "eval", {**asdict(config), "models": models})
-        cache = ResponseCache(cache_store or store) if config.cache else None
-        self.ledger = Ledger(store, self.run_id, config.budget, cache=cache, write_batch=RUN_WRITE_BATCH)
-        self.student = Student(self.ledger.wrap(student, "student"), domain)
-        self.customer = Customer(self.ledger.wrap(customer, "customer"), domain)
-        self.judge = Judge(self.ledger.wrap(judge, "judge"), domain)
-        self._sem = asyncio.Semaphore(max(1, config.concurrency))
 
     def _library_picker(self) -> Any:
         def pick(turns: Sequence[Turn]) -> list[StrategyText]:
@@ -129,36 +128,18 @@ class Evaluator:
         assert scenario.id is not None
         seed = derive_seed(self.config.seed, "eval", scenario.id, sample)
         strategies: Any = {"none": [], "generic": GENERIC, "library": self._library_picker()}[condition]
-        d = await simulate(
+        d = await self._simulate(
             scenario,
-            self.domain,
-            self.student,
-            self.customer,
             seed=seed,
             sample=sample,
             condition=f"eval:{condition}",
             strategies=strategies,
-            max_turns=self.config.max_turns,
+            round_no=None,
         )
-        d = self.store.add_dialogue(d, run_id=self.run_id, round=None)
         self.reporter.advance()
-        if d.error:
-            self.ledger.event(
-                "failure",
-                f"dialogue {d.id} ended by a model error",
-                detail={"dialogue_id": d.id, "error": d.error},
-            )
+        j = (await self._judge_dialogue(scenario, d, seed=seed, round_no=None)).judgement
+        if j is None:
             return None
-        try:
-            j = await self.judge.judge(scenario, d, seed=seed)
-        except ModelError as exc:
-            self.ledger.event(
-                "failure",
-                f"judging dialogue {d.id}: {one_line(exc)}",
-                detail={"dialogue_id": d.id},
-            )
-            return None
-        self.store.add_judgement(j)
         return Outcome(
             scenario.id, sample, condition, j.score, sum(c.passed for c in j.checks), len(j.checks), d.id
         )
@@ -173,16 +154,15 @@ class Evaluator:
             )
         jobs = [(s, k, c) for s in scenarios for k in range(self.config.samples) for c in CONDITIONS]
         self.reporter.stage(f"evaluating {len(scenarios)} {self.config.split} scenarios", len(jobs))
-        status, reason = "completed", None
         try:
-            results = await run_all([self._one(s, k, c) for s, k, c in jobs], self._sem)
+            results = await self._all([self._one(s, k, c) for s, k, c in jobs])
         except BaseException as exc:
             self.ledger.flush()
             self.store.finish_run(self.run_id, "failed", {}, stop_reason=one_line(exc))
             raise
         outcomes = [o for o in results if o is not None]
         result = self._result(scenarios, outcomes, time.perf_counter() - start)
-        self.store.finish_run(self.run_id, status, result.as_dict(), stop_reason=reason)
+        self.store.finish_run(self.run_id, "completed", result.as_dict())
         return result
 
     def _result(self, scenarios: list[Scenario], outcomes: list[Outcome], seconds: float) -> EvalResult:
@@ -230,7 +210,7 @@ class Evaluator:
             library_vs_none=_paired(compare(outcomes, "library", "none", seed=cfg.seed)),
             library_vs_generic=_paired(compare(outcomes, "library", "generic", seed=cfg.seed)),
             scenarios=rows,
-            failures=len([e for e in self.store.events(self.run_id) if e.kind == "failure"]),
+            failures=self.store.failure_count(self.run_id),
             llm_calls=totals["calls"],
             cache_hits=totals["cache_hits"],
             seconds=round(seconds, 1),

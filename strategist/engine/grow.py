@@ -10,51 +10,33 @@ Everything is written as it happens, so a budget stop loses nothing already paid
 
 from __future__ import annotations
 
-import asyncio
 import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from ..core.cells import CellStats, pick_cells
-from ..core.dialogue import Dialogue, Judgement, StrategyText
+from ..core.dialogue import Dialogue, StrategyText
 from ..core.domain import Difficulty, Domain, Scenario
+from ..core.evidence import GateEvidence, GatePair
 from ..core.gate import GateConfig, decide
+from ..core.runs import RunStatus
 from ..core.seeds import derive_seed
 from ..core.text import jaccard, most_similar
 from ..errors import BudgetExceeded, ModelError, one_line
 from ..models.base import ChatModel
-from ..roles import Customer, Judge, Student, Teacher
+from ..roles import Teacher
 from ..store import Store
 from ..store.tables import CandidateRow
-from .cache import ResponseCache
-from .concurrency import run_all
-from .ledger import RUN_WRITE_BATCH, Budget, Ledger
-from .simulate import simulate
+from .ledger import Budget
+from .runner import NullReporter, Reporter, Runner, Scored
 
 T = TypeVar("T")
+
+__all__ = ["GrowConfig", "GrowSummary", "Grower", "NullReporter", "Reporter", "RoleModels"]
 # Hard twice: the policy's traps are where a weak student needs strategies most.
 DIFFICULTIES: tuple[Difficulty, ...] = ("hard", "medium", "hard", "easy")
-
-
-class Reporter(Protocol):
-    """How the engine tells a user interface what it is doing."""
-
-    def stage(self, name: str, total: int) -> None: ...
-    def advance(self, n: int = 1) -> None: ...
-    def log(self, message: str) -> None: ...
-
-
-class NullReporter:
-    def stage(self, name: str, total: int) -> None:
-        pass
-
-    def advance(self, n: int = 1) -> None:
-        pass
-
-    def log(self, message: str) -> None:
-        pass
 
 
 @dataclass(frozen=True)
@@ -94,15 +76,9 @@ class RoleModels:
 
 
 @dataclass
-class Scored:
-    dialogue: Dialogue
-    judgement: Judgement | None
-
-
-@dataclass
 class GrowSummary:
     run_id: int
-    status: str
+    status: RunStatus
     stop_reason: str | None
     rounds_completed: int
     scenarios_generated: int
@@ -126,7 +102,7 @@ class GrowSummary:
         return asdict(self)
 
 
-class Grower:
+class Grower(Runner):
     """One grow run. With ``resume_run`` it continues a run that was interrupted: every step whose
     result is stored is skipped, and what remains replays from the response cache where it can."""
 
@@ -138,35 +114,32 @@ class Grower:
         config: GrowConfig,
         reporter: Reporter | None = None,
         *,
-        command: str = "grow",
         resume_run: int | None = None,
         cache_store: Store | None = None,
     ) -> None:
-        self.store = store
-        self.domain = domain
-        self.config = config
-        self.reporter: Reporter = reporter or NullReporter()
         if resume_run is None:
-            self.run_id = store.start_run(domain.id, command, _config_dict(config, models))
+            run_id = store.start_run(domain.id, "grow", _config_dict(config, models))
         else:
-            self.run_id = resume_run
+            run_id = resume_run
             store.reopen_run(resume_run)
-        # The cache may live in its own database, shared by runs on different libraries.
-        cache = ResponseCache(cache_store or store) if config.cache else None
-        self.ledger = Ledger(
+        super().__init__(
             store,
-            self.run_id,
-            config.budget,
-            cache=cache,
+            domain,
+            run_id,
+            student=models.student,
+            customer=models.customer,
+            judge=models.judge,
+            budget=config.budget,
+            cache=config.cache,
+            concurrency=config.concurrency,
+            max_turns=config.max_turns,
             per_model_concurrency=config.per_model_concurrency,
-            write_batch=RUN_WRITE_BATCH,
+            cache_store=cache_store,
+            reporter=reporter,
         )
+        self.config = config
         self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
-        self.student = Student(self.ledger.wrap(models.student, "student"), domain)
-        self.customer = Customer(self.ledger.wrap(models.customer, "customer"), domain)
-        self.judge = Judge(self.ledger.wrap(models.judge, "judge"), domain)
         self.rng = random.Random(config.seed)
-        self._sem = asyncio.Semaphore(max(1, config.concurrency))
         # Judged dialogues of this run, by (condition key, scenario id, sample); the no-strategy
         # ones are shared by every candidate's gate.
         self._done: dict[tuple[Any, int, int], Scored] = {}
@@ -181,17 +154,6 @@ class Grower:
         self._unjudgeable = self.store.failed_dialogue_ids(self.run_id)
 
     # -- helpers ---------------------------------------------------------------------------
-    async def _all(self, aws: Sequence[Awaitable[T]]) -> list[T]:
-        return await run_all(aws, self._sem)
-
-    def _fail(self, round_no: int, what: str, exc: BaseException, **detail: Any) -> None:
-        detail = {k: v for k, v in detail.items() if v is not None}
-        for attr in ("attempts", "last_output", "last_error"):
-            if hasattr(exc, attr):
-                detail[attr] = getattr(exc, attr)
-        self.ledger.event("failure", f"{what}: {one_line(exc)}", round=round_no, detail=detail)
-        self.reporter.log(f"[yellow]failure[/] {what}: {one_line(exc)}")
-
     def _seed(self, scenario_id: int, sample: int) -> int:
         return derive_seed(self.config.seed, "scenario", scenario_id, "sample", sample)
 
@@ -212,41 +174,24 @@ class Grower:
             if scored.judgement is None and d.error is None and d.id not in self._unjudgeable:
                 scored = await self._judge(round_no, scenario, d)
         else:
-            seed = self._seed(scenario.id, sample)
-            d = await simulate(
+            d = await self._simulate(
                 scenario,
-                self.domain,
-                self.student,
-                self.customer,
-                seed=seed,
+                seed=self._seed(scenario.id, sample),
                 sample=sample,
                 condition="baseline" if candidate_id is None else "candidate",
                 strategies=strategies,
-                max_turns=self.config.max_turns,
+                round_no=round_no,
+                candidate_id=candidate_id,
             )
-            d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
-            if d.error:
-                self.ledger.event(
-                    "failure",
-                    f"dialogue {d.id} ended by a model error",
-                    round=round_no,
-                    detail={"dialogue_id": d.id, "error": d.error},
-                )
-                scored = Scored(d, None)
-            else:
-                scored = await self._judge(round_no, scenario, d)
+            scored = await self._judge(round_no, scenario, d)
         self._done[key] = scored
         return scored
 
     async def _judge(self, round_no: int, scenario: Scenario, d: Dialogue) -> Scored:
-        try:
-            j = await self.judge.judge(scenario, d, seed=d.seed)
-        except ModelError as exc:
-            self._fail(round_no, f"judging dialogue {d.id}", exc, dialogue_id=d.id)
-            if d.id is not None:
-                self._unjudgeable.add(d.id)
-            return Scored(d, None)
-        return Scored(d, self.store.add_judgement(j))
+        scored = await self._judge_dialogue(scenario, d, seed=d.seed, round_no=round_no)
+        if scored.judgement is None and d.id is not None and not d.error:
+            self._unjudgeable.add(d.id)
+        return scored
 
     async def _baseline(self, round_no: int, scenario: Scenario, sample: int) -> Scored:
         return await self._dialogue(round_no, scenario, sample)
@@ -259,16 +204,17 @@ class Grower:
     # -- the run ---------------------------------------------------------------------------
     async def run(self) -> GrowSummary:
         start = time.perf_counter()
-        status, reason = "completed", None
+        status: RunStatus = "completed"
+        reason: str | None = None
         try:
             for round_no in range(1, self.config.rounds + 1):
-                self.reporter.log(f"[bold]round {round_no}/{self.config.rounds}[/]")
+                self.reporter.log(f"round {round_no}/{self.config.rounds}", style="heading")
                 await self._round(round_no)
                 self.rounds_completed = round_no
         except BudgetExceeded as exc:
             status, reason = "stopped", one_line(exc)
             self.ledger.event("budget", reason)
-            self.reporter.log(f"[yellow]stopped[/]: {reason}")
+            self.reporter.log(f"stopped: {reason}", style="warning")
         except BaseException as exc:
             # Interrupted or crashed: record it so the run never stays 'running' forever.
             self.store.finish_run(
@@ -340,7 +286,7 @@ class Grower:
                     cell, difficulty, avoid=avoid, seed=derive_seed(self.config.seed, "write", round_no, i)
                 )
             except ModelError as exc:
-                self._fail(round_no, "writing a scenario", exc, intent=cell.intent)
+                self._failure("writing a scenario", exc, round_no=round_no, intent=cell.intent)
                 self.reporter.advance()
                 continue
             text = scenario.fingerprint_text()
@@ -413,7 +359,7 @@ class Grower:
                 seed=seed,
             )
         except ModelError as exc:
-            self._fail(round_no, f"coaching on scenario {scenario.id}", exc, dialogue_id=d.id)
+            self._failure(f"coaching on scenario {scenario.id}", exc, round_no=round_no, dialogue_id=d.id)
             return []
 
         existing = [
@@ -434,12 +380,12 @@ class Grower:
                 guidance=p.guidance,
                 example=p.example,
                 teacher_model=self.teacher.model.name,
-                evidence={
-                    "reference_reply": reference,
-                    "student_reply": student_reply,
-                    "weakest_turn": k,
-                    "critique": j.critique,
-                },
+                evidence=GateEvidence(
+                    reference_reply=reference,
+                    student_reply=student_reply,
+                    weakest_turn=k,
+                    critique=j.critique,
+                ).stored(),
             )
             sid, sim = most_similar(text, existing)
             if sim >= self.config.merge_threshold:
@@ -484,42 +430,42 @@ class Grower:
             return without, with_
 
         results = await self._all([self._counted(pair(s, k)) for s, k, _ in jobs])
-        deltas: list[float] = []
-        reg_deltas: list[float] = []
-        pairs: list[dict[str, Any]] = []
+        pairs: list[GatePair] = []
         for (s, k, is_reg), (without, with_) in zip(jobs, results, strict=True):
             if without.judgement is None or with_.judgement is None:
                 continue
-            delta = with_.judgement.score - without.judgement.score
-            (reg_deltas if is_reg else deltas).append(delta)
             pairs.append(
-                {
-                    "scenario_id": s.id,
-                    "sample": k,
-                    "seed": with_.dialogue.seed,
-                    "regression": is_reg,
-                    "without_dialogue_id": without.dialogue.id,
-                    "with_dialogue_id": with_.dialogue.id,
-                    "without_score": without.judgement.score,
-                    "with_score": with_.judgement.score,
-                    "delta": delta,
-                }
+                GatePair(
+                    scenario_id=s.id,
+                    sample=k,
+                    seed=with_.dialogue.seed,
+                    regression=is_reg,
+                    without_dialogue_id=without.dialogue.id,
+                    with_dialogue_id=with_.dialogue.id,
+                    without_score=without.judgement.score,
+                    with_score=with_.judgement.score,
+                    delta=with_.judgement.score - without.judgement.score,
+                )
             )
+        deltas = [p.delta for p in pairs if not p.regression]
+        reg_deltas = [p.delta for p in pairs if p.regression]
         decision = decide(deltas, reg_deltas, cfg, seed=derive_seed(self.config.seed, "bootstrap", cand.id))
         p = decision.paired
-        evidence = {
-            **cand.evidence,
-            "samples": cfg.samples,
-            "threshold": cfg.threshold,
-            "confidence": cfg.confidence,
-            "deltas": list(p.deltas) if p else [],
-            "mean_delta": p.mean if p else None,
-            "ci_low": p.ci_low if p else None,
-            "ci_high": p.ci_high if p else None,
-            "regression_mean": decision.regression_mean,
-            "pairs": pairs,
-            "decision": decision.reason,
-        }
+        evidence = GateEvidence.from_stored(cand.evidence).model_copy(
+            update={
+                "samples": cfg.samples,
+                "threshold": cfg.threshold,
+                "confidence": cfg.confidence,
+                "deltas": list(p.deltas) if p else [],
+                "mean_delta": p.mean if p else None,
+                "ci_low": p.ci_low if p else None,
+                "ci_high": p.ci_high if p else None,
+                "regression_deltas": reg_deltas,
+                "regression_mean": decision.regression_mean,
+                "pairs": pairs,
+                "decision": decision.reason,
+            }
+        )
         if not decision.accepted:
             self.store.update_candidate(
                 cand.id, outcome="rejected", reason=decision.reason, evidence=evidence
@@ -542,10 +488,10 @@ class Grower:
             evidence=evidence,
             reason=decision.reason,
         )
-        self.reporter.log(f"[green]accepted[/] strategy {row.id}: {decision.reason}")
+        self.reporter.log(f"accepted strategy {row.id}: {decision.reason}", style="success")
 
     # -- summary ---------------------------------------------------------------------------
-    def _summary(self, start: float, status: str, reason: str | None) -> GrowSummary:
+    def _summary(self, start: float, status: RunStatus, reason: str | None) -> GrowSummary:
         self.ledger.flush()  # every call row is written here: the totals below read them
         st = self.store
         cands = st.list_candidates(self.run_id)
@@ -564,7 +510,7 @@ class Grower:
             accepted=sum(c.outcome == "accepted" for c in cands),
             merged=sum(c.outcome == "merged" for c in cands),
             rejected=sum(c.outcome == "rejected" for c in cands),
-            failures=len([e for e in st.events(self.run_id) if e.kind == "failure"]),
+            failures=st.failure_count(self.run_id),
             llm_calls=totals["calls"],
             cache_hits=totals["cache_hits"],
             tokens=totals["prompt_tokens"] + totals["completion_tokens"],

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..core.runs import EventKind
 from ..errors import BudgetExceeded, one_line
 from ..models.base import ChatModel, Completion, Message, Sampling
 from ..store import Store
@@ -70,7 +71,12 @@ class Ledger:
         self._oldest = None
 
     def event(
-        self, kind: str, message: str, *, round: int | None = None, detail: dict[str, Any] | None = None
+        self,
+        kind: EventKind,
+        message: str,
+        *,
+        round: int | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         """Record a run event, after the calls that led to it."""
         self.flush()
@@ -182,6 +188,12 @@ class LedgeredModel(ChatModel):
             cache.put(key, self.name, c)  # written with the ledger row that follows
         self.ledger.record(self.role, self.name, c, (time.perf_counter() - start) * 1000)
         return c
+
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return self.inner.price(prompt_tokens, completion_tokens)
+
+    def count_tokens(self, text: str) -> int | None:
+        return self.inner.count_tokens(text)
 
     async def aclose(self) -> None:
         await self.inner.aclose()

@@ -87,6 +87,10 @@ class ChatModel(abc.ABC):
         """Tokens ``text`` takes in this model's prompt, or None when the tokenizer is unknown."""
         return None
 
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        """What these tokens would cost on this model in US dollars, or None when it is unknown."""
+        return None
+
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most adapters hold nothing
         """Release resources (threads, connections). Safe to call twice."""
 

@@ -190,6 +190,9 @@ class EmbeddedModel(ChatModel):
             stop.set()
             await worker  # the lock is free again before this returns
 
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return 0.0  # runs here: no per-call price
+
     def count_tokens(self, text: str) -> int | None:
         """Tokens by the model's own (llama.cpp) tokenizer; loads the model if needed."""
         llama = self._llama_obj

@@ -267,6 +267,9 @@ class LiteLLMModel(ChatModel):
         except Exception as exc:
             raise ModelError(self.name, redact_secrets(one_line(exc), [kwargs.get("api_key")])) from exc
 
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return price_usd(self.name, prompt_tokens, completion_tokens)
+
     def count_tokens(self, text: str) -> int | None:
         """Tokens by litellm's counter: the model's tokenizer where litellm knows it, else tiktoken's."""
         try:

@@ -52,6 +52,9 @@ class _Recording(ChatModel):
         self.name = name
         self.calls: list[Call] = []
 
+    def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
+        return 0.0  # a test double costs nothing
+
     def _record(self, messages: Sequence[Message], sampling: Sampling | None) -> list[Message]:
         msgs = normalise_messages(messages)
         self.calls.append(Call(msgs, sampling or Sampling()))

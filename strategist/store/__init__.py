@@ -1,5 +1,6 @@
 """Storage: SQLModel tables over SQLite (or any SQLAlchemy URL), behind one Store class."""
 
-from .store import Store, database_url
+from .engine import database_url, make_engine
+from .store import Store
 
-__all__ = ["Store", "database_url"]
+__all__ = ["Store", "database_url", "make_engine"]

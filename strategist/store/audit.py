@@ -21,7 +21,7 @@ from ..audit.lifecycle import (
     note_required,
 )
 from ..errors import NotFoundError
-from .tables import ReviewRow, StrategyRow, StrategyVersionRow, utcnow
+from .tables import ReviewRow, StrategyRow, StrategyVersionRow, fetch, utcnow
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -79,11 +79,21 @@ class AuditStoreMixin:
         out: dict[int, CurrentState] = {}
         with self.session() as s:
             for chunk in _chunks(wanted, 500):
+                last: dict[int, ReviewRow] = {}
+                q = select(ReviewRow).where(col(ReviewRow.strategy_id).in_(chunk)).order_by(col(ReviewRow.id))
+                for review in s.exec(q):
+                    last[review.strategy_id] = review
                 for r in s.exec(select(StrategyRow).where(col(StrategyRow.id).in_(chunk))):
                     assert r.id is not None
                     first = versions[r.id][0] if versions[r.id] else None
                     first_text = Text(first.trigger, first.guidance, first.example) if first else _text(r)
-                    out[r.id] = CurrentState(r.id, r.domain_id, r.status, r.version, _text(r), first_text)
+                    change = last.get(r.id)
+                    by = (
+                        f"{change.action} by {change.reviewer} at {change.created_at:%Y-%m-%d %H:%M}"
+                        if change
+                        else ""
+                    )
+                    out[r.id] = CurrentState(r.id, r.domain_id, r.status, r.version, _text(r), first_text, by)
         return out
 
     # -- review actions ------------------------------------------------------------------------
@@ -100,10 +110,7 @@ class AuditStoreMixin:
 
     def _fresh(self, strategy_id: int) -> StrategyRow:
         with self.session() as s:
-            row = s.get(StrategyRow, strategy_id)
-        if row is None:
-            raise NotFoundError(f"no strategy {strategy_id}")
-        return row
+            return fetch(s, StrategyRow, strategy_id, f"no strategy {strategy_id}")
 
     def _apply_review(self, s: Session, req: ReviewRequest) -> int:
         sid = req.strategy_id

@@ -269,6 +269,26 @@ def m004_response_cache(conn: Connection) -> None:
     md.create_all(conn)
 
 
+@migration
+def m005_judge_failure_events(conn: Connection) -> None:
+    """Dialogues that could not be judged get their own event kind (they were 'failure' events
+    told apart by their message's first words)."""
+    conn.execute(
+        sa.text(
+            "UPDATE events SET kind = 'judge_failure' "
+            "WHERE kind = 'failure' AND message LIKE 'judging dialogue%'"
+        )
+    )
+
+
+@migration
+def m006_domain_source(conn: Connection) -> None:
+    """Which pack file a domain was loaded from, and that file's digest then: a pack edited since
+    is reported, never applied behind the user's back."""
+    conn.execute(sa.text("ALTER TABLE domains ADD COLUMN source TEXT"))
+    conn.execute(sa.text("ALTER TABLE domains ADD COLUMN source_digest VARCHAR(64)"))
+
+
 _applied_table = sa.Table(
     "schema_migrations",
     sa.MetaData(),

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
-import math
-import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -14,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Engine
@@ -22,9 +18,12 @@ from sqlmodel import Session, col, func, select
 
 from ..core.dialogue import Dialogue, Judgement, StrategyText
 from ..core.domain import Domain, Scenario, persona_key
+from ..core.evidence import GateEvidence
+from ..core.runs import FAILURE_KINDS, CandidateOutcome, EventKind, RunCommand, RunStatus
 from ..errors import NotFoundError, StrategistError, one_line
 from . import migrations
 from .audit import AuditStoreMixin
+from .engine import make_engine
 from .search import SearchStoreMixin
 from .tables import (
     CandidateRow,
@@ -35,127 +34,47 @@ from .tables import (
     LlmCallRow,
     ResponseCacheRow,
     ReviewRow,
+    Row,
     RunRow,
     ScenarioRow,
     StrategyRow,
     StrategyVersionRow,
+    fetch,
     utcnow,
 )
 
 
-def database_url(target: str | Path) -> str:
-    """A path becomes a SQLite URL; anything with '://' is used as a SQLAlchemy URL.
-
-    A plain ``postgresql://`` (or ``postgres://``) URL gets the psycopg 3 driver, the one the
-    ``postgres`` extra installs; SQLAlchemy would otherwise look for psycopg2.
-    """
-    text = str(target)
-    if "://" in text:
-        scheme, rest = text.split("://", 1)
-        if scheme in ("postgresql", "postgres"):
-            return f"postgresql+psycopg://{rest}"
-        return text
-    return f"sqlite:///{Path(text).expanduser()}"
-
-
-def _shown(url: str) -> str:
-    """A URL fit for an error message: never its password."""
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except (sa.exc.ArgumentError, ValueError):
-        return url.split("://", 1)[0] + "://..."
+def _put_domain(s: Session, domain: Domain, source: tuple[str, str | None] | None = None) -> None:
+    """Insert the domain, or update it where its spec changed (one session, not committed).
+    ``source`` is the pack file it comes from and that file's digest."""
+    row = s.get(DomainRow, domain.id)
+    spec = domain.model_dump(mode="json")
+    if row is None:
+        row = DomainRow(id=domain.id, name=domain.name, spec=spec)
+    elif row.spec != spec:
+        row.name, row.spec, row.updated_at = domain.name, spec, utcnow()
+    if source is not None:
+        row.source, row.source_digest = source
+    s.add(row)
 
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+def _evidence(evidence: GateEvidence | dict[str, Any]) -> dict[str, Any]:
+    return evidence.stored() if isinstance(evidence, GateEvidence) else dict(evidence)
 
 
-def _json_dumps(value: Any) -> str:
-    """JSON as every database takes it: NaN and infinities (which JSON does not have, and
-    PostgreSQL refuses) are stored as null, on SQLite too, so both read back the same."""
-    try:
-        return json.dumps(value, allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(value), allow_nan=False)
-
-
-def _without_nul(value: Any) -> Any:
-    if isinstance(value, str):
-        if "\x00" in value:
-            value = value.replace("\x00", "\ufffd")
-        if not value.isascii():
-            # A lone surrogate (e.g. from "\\ud800" in a model's JSON) cannot be encoded: replace it.
-            value = value.encode("utf-8", "replace").decode("utf-8")
-        return value
-    if isinstance(value, dict):
-        return {k: _without_nul(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_without_nul(v) for v in value)
-    return value
-
-
-def _no_nul_in_text(
-    _conn: Any, _cursor: Any, statement: str, parameters: Any, _context: Any, _executemany: bool
-) -> tuple[str, Any]:
-    """NUL characters in text are written as U+FFFD, on every database: PostgreSQL cannot store
-    them, and one NUL in a model's reply must not fail the write of a whole dialogue. (JSON columns
-    keep them, escaped as \\u0000.)"""
-    return statement, _without_nul(parameters)
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
-    # In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed process loses no
-    # committed row (only a power cut can lose the last few), and a commit costs no fsync.
-    cur.execute("PRAGMA synchronous=NORMAL")
-    # WAL is a property of the file, set by the first connection. Switching needs the database to
-    # itself and does not wait for it (busy_timeout does not apply): when several processes open
-    # a new database at once, the switch fails at once with 'database is locked'. Try again.
-    for attempt in range(100):
-        try:
-            cur.execute("PRAGMA journal_mode=WAL")  # where WAL is impossible, the mode stays as it was
-            break
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or attempt == 99:
-                raise
-            time.sleep(0.02)
-    cur.close()
-
-
-def make_engine(target: str | Path) -> Engine:
-    url = database_url(target)
-    if url.startswith("sqlite"):
-        path = url.split(":///", 1)[-1]
-        if path and path != ":memory:":
-            parent = Path(path).parent
-            if not parent.exists():
-                raise StrategistError(f"{target}: folder {parent} does not exist")
-        engine = sa.create_engine(url, connect_args={"check_same_thread": False}, json_serializer=_json_dumps)
-        event.listen(engine, "connect", _sqlite_pragmas)
-        event.listen(engine, "before_cursor_execute", _no_nul_in_text, retval=True)
-        return engine
-    try:
-        engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
-        event.listen(engine, "before_cursor_execute", _no_nul_in_text, retval=True)
-        return engine
-    except ImportError as exc:
-        if url.startswith("postgresql"):
-            raise StrategistError(
-                f"{_shown(url)}: the PostgreSQL driver is not installed (pip install 'strategist[postgres]')"
-            ) from None
-        raise StrategistError(
-            f"{_shown(url)}: the database driver is not installed ({one_line(exc)})"
-        ) from None
-    except (sa.exc.ArgumentError, ValueError) as exc:
-        raise StrategistError(f"{_shown(url)}: cannot open this database URL ({one_line(exc)})") from None
+def _scenario_row(scenario: Scenario, *, run_id: int | None = None, round: int | None = None) -> ScenarioRow:
+    return ScenarioRow(
+        domain_id=scenario.domain,
+        title=scenario.title,
+        intent=scenario.intent,
+        persona_key=persona_key(scenario.persona),
+        difficulty=scenario.difficulty,
+        origin=scenario.origin,
+        split=scenario.split,
+        spec=scenario.model_dump(mode="json", exclude={"id"}),
+        run_id=run_id,
+        round=round,
+    )
 
 
 _MIGRATE_TRIES = 10
@@ -227,6 +146,11 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             assert key is not None
             return int(key[0])
 
+    def _get(self, table: type[Row], key: Any, missing: str) -> Row:
+        """The row with this primary key, or NotFoundError(``missing``)."""
+        with self.session() as s:
+            return fetch(s, table, key, missing)
+
     def _add(self, row: Any) -> Any:
         with self.session() as s:
             s.add(row)
@@ -235,23 +159,18 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             return row
 
     # -- domains ---------------------------------------------------------------------------
-    def upsert_domain(self, domain: Domain) -> None:
+    def upsert_domain(self, domain: Domain, *, source: tuple[str, str | None] | None = None) -> None:
         with self.session() as s:
-            row = s.get(DomainRow, domain.id)
-            spec = domain.model_dump(mode="json")
-            if row is None:
-                s.add(DomainRow(id=domain.id, name=domain.name, spec=spec))
-            elif row.spec != spec:
-                row.name, row.spec, row.updated_at = domain.name, spec, utcnow()
-                s.add(row)
+            _put_domain(s, domain, source)
             s.commit()
 
     def get_domain(self, domain_id: str) -> Domain:
-        with self.session() as s:
-            row = s.get(DomainRow, domain_id)
-        if row is None:
-            raise NotFoundError(f"no domain '{domain_id}' in the database")
+        row = self._get(DomainRow, domain_id, f"no domain '{domain_id}' in the database")
         return Domain.model_validate(row.spec)
+
+    def domain_row(self, domain_id: str) -> DomainRow | None:
+        with self.session() as s:
+            return s.get(DomainRow, domain_id)
 
     def list_domains(self) -> list[DomainRow]:
         with self.session() as s:
@@ -261,21 +180,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     def add_scenario(
         self, scenario: Scenario, *, run_id: int | None = None, round: int | None = None
     ) -> Scenario:
-        spec = scenario.model_dump(mode="json", exclude={"id"})
-        row = self._add(
-            ScenarioRow(
-                domain_id=scenario.domain,
-                title=scenario.title,
-                intent=scenario.intent,
-                persona_key=persona_key(scenario.persona),
-                difficulty=scenario.difficulty,
-                origin=scenario.origin,
-                split=scenario.split,
-                spec=spec,
-                run_id=run_id,
-                round=round,
-            )
-        )
+        row = self._add(_scenario_row(scenario, run_id=run_id, round=round))
         return scenario.model_copy(update={"id": row.id})
 
     @staticmethod
@@ -284,11 +189,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         return Scenario.model_validate({**row.spec, "id": row.id, "split": row.split})
 
     def get_scenario(self, scenario_id: int) -> Scenario:
-        with self.session() as s:
-            row = s.get(ScenarioRow, scenario_id)
-        if row is None:
-            raise NotFoundError(f"no scenario {scenario_id}")
-        return self._scenario(row)
+        return self._scenario(self._get(ScenarioRow, scenario_id, f"no scenario {scenario_id}"))
 
     def list_scenarios(self, domain: str | None = None, split: str | None = None) -> list[Scenario]:
         q = select(ScenarioRow).order_by(col(ScenarioRow.id))
@@ -299,35 +200,39 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         with self.session() as s:
             return [self._scenario(r) for r in s.exec(q)]
 
-    def add_scenarios(self, scenarios: Sequence[Scenario], *, domain: Domain | None = None) -> list[Scenario]:
+    def add_scenarios(
+        self,
+        scenarios: Sequence[Scenario],
+        *,
+        domain: Domain | None = None,
+        source: tuple[str, str | None] | None = None,
+    ) -> list[Scenario]:
         """Store scenarios (and, if given, insert or update their domain) in one transaction: all
         or nothing."""
         with self.session() as s:
             if domain is not None:
-                spec = domain.model_dump(mode="json")
-                drow = s.get(DomainRow, domain.id)
-                if drow is None:
-                    s.add(DomainRow(id=domain.id, name=domain.name, spec=spec))
-                elif drow.spec != spec:
-                    drow.name, drow.spec, drow.updated_at = domain.name, spec, utcnow()
-                    s.add(drow)
+                _put_domain(s, domain, source)
                 s.flush()  # the domain row first: the scenarios' foreign key points at it
-            rows = [
-                ScenarioRow(
-                    domain_id=sc.domain,
-                    title=sc.title,
-                    intent=sc.intent,
-                    persona_key=persona_key(sc.persona),
-                    difficulty=sc.difficulty,
-                    origin=sc.origin,
-                    split=sc.split,
-                    spec=sc.model_dump(mode="json", exclude={"id"}),
-                )
-                for sc in scenarios
-            ]
+            rows = [_scenario_row(sc) for sc in scenarios]
             s.add_all(rows)
             s.commit()
             return [sc.model_copy(update={"id": r.id}) for sc, r in zip(scenarios, rows, strict=True)]
+
+    def import_scenarios(self, scenarios: Sequence[Scenario]) -> tuple[list[Scenario], list[Scenario]]:
+        """Add the scenarios not stored yet, by their stable key (``key``, else the title), in one
+        transaction; returns (added, skipped). A repeat within ``scenarios`` is skipped too."""
+        with self.session() as s:
+            seen = {
+                (domain_id, Scenario.model_validate(spec).stable_key)
+                for domain_id, spec in s.exec(select(ScenarioRow.domain_id, ScenarioRow.spec))
+            }
+        new: list[Scenario] = []
+        skipped: list[Scenario] = []
+        for sc in scenarios:
+            k = (sc.domain, sc.stable_key)
+            (skipped if k in seen else new).append(sc)
+            seen.add(k)
+        return self.add_scenarios(new), skipped
 
     def set_splits(self, assignments: dict[int, str]) -> None:
         """Move scenarios to splits (scenario id -> train | dev | test) in one transaction; an
@@ -362,28 +267,22 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             return {sid: (float(avg), int(n)) for sid, avg, n in s.exec(q)}
 
     # -- runs ------------------------------------------------------------------------------
-    def start_run(self, domain_id: str, command: str, config: dict[str, Any]) -> int:
+    def start_run(self, domain_id: str, command: RunCommand, config: dict[str, Any]) -> int:
         run = self._add(RunRow(domain_id=domain_id, command=command, config=config))
         assert run.id is not None
         return run.id
 
     def finish_run(
-        self, run_id: int, status: str, summary: dict[str, Any], stop_reason: str | None = None
+        self, run_id: int, status: RunStatus, summary: dict[str, Any], stop_reason: str | None = None
     ) -> None:
         with self.session() as s:
-            run = s.get(RunRow, run_id)
-            if run is None:
-                raise NotFoundError(f"no run {run_id}")
+            run = fetch(s, RunRow, run_id, f"no run {run_id}")
             run.status, run.summary, run.stop_reason, run.finished_at = status, summary, stop_reason, utcnow()
             s.add(run)
             s.commit()
 
     def get_run(self, run_id: int) -> RunRow:
-        with self.session() as s:
-            run = s.get(RunRow, run_id)
-        if run is None:
-            raise NotFoundError(f"no run {run_id}")
-        return run
+        return self._get(RunRow, run_id, f"no run {run_id}")
 
     def list_runs(self) -> list[RunRow]:
         with self.session() as s:
@@ -435,11 +334,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         )
 
     def get_dialogue(self, dialogue_id: int) -> Dialogue:
-        with self.session() as s:
-            row = s.get(DialogueRow, dialogue_id)
-        if row is None:
-            raise NotFoundError(f"no dialogue {dialogue_id}")
-        return self._dialogue(row)
+        return self._dialogue(self._get(DialogueRow, dialogue_id, f"no dialogue {dialogue_id}"))
 
     def dialogues_for_scenario(self, scenario_id: int) -> list[DialogueRow]:
         with self.session() as s:
@@ -505,13 +400,22 @@ class Store(SearchStoreMixin, AuditStoreMixin):
                 s.refresh(row)
             return list(rows)
 
-    def update_candidate(self, candidate_id: int, **fields: Any) -> None:
+    def update_candidate(
+        self,
+        candidate_id: int,
+        *,
+        outcome: CandidateOutcome | None = None,
+        reason: str | None = None,
+        evidence: GateEvidence | dict[str, Any] | None = None,
+    ) -> None:
         with self.session() as s:
-            row = s.get(CandidateRow, candidate_id)
-            if row is None:
-                raise NotFoundError(f"no candidate {candidate_id}")
-            for k, v in fields.items():
-                setattr(row, k, v)
+            row = fetch(s, CandidateRow, candidate_id, f"no candidate {candidate_id}")
+            if outcome is not None:
+                row.outcome = outcome
+            if reason is not None:
+                row.reason = reason
+            if evidence is not None:
+                row.evidence = _evidence(evidence)
             s.add(row)
             s.commit()
 
@@ -528,7 +432,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         text: StrategyText,
         *,
         provenance: dict[str, Any],
-        evidence: dict[str, Any],
+        evidence: GateEvidence | dict[str, Any],
         author: str,
         status: str = "pending",
     ) -> StrategyRow:
@@ -545,17 +449,16 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         text: StrategyText,
         *,
         provenance: dict[str, Any],
-        evidence: dict[str, Any],
+        evidence: GateEvidence | dict[str, Any],
         reason: str,
     ) -> StrategyRow:
         """The gate's acceptance: the pending strategy and the candidate's outcome in one transaction,
         so an interrupted run can never hold one without the other."""
         with self.session() as s:
-            cand = s.get(CandidateRow, candidate_id)
-            if cand is None:
-                raise NotFoundError(f"no candidate {candidate_id}")
+            cand = fetch(s, CandidateRow, candidate_id, f"no candidate {candidate_id}")
             row = self._new_strategy(s, cand.domain_id, text, provenance, evidence, "gate", "pending")
-            cand.outcome, cand.reason, cand.evidence, cand.strategy_id = "accepted", reason, evidence, row.id
+            cand.outcome, cand.reason, cand.strategy_id = "accepted", reason, row.id
+            cand.evidence = _evidence(evidence)
             s.add(cand)
             s.commit()
             s.refresh(row)
@@ -567,7 +470,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         domain_id: str,
         text: StrategyText,
         provenance: dict[str, Any],
-        evidence: dict[str, Any],
+        evidence: GateEvidence | dict[str, Any],
         author: str,
         status: str,
     ) -> StrategyRow:
@@ -579,7 +482,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             status=status,
             version=1,
             provenance=provenance,
-            evidence=evidence,
+            evidence=_evidence(evidence),
         )
         s.add(row)
         s.flush()
@@ -614,11 +517,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         return row
 
     def get_strategy(self, strategy_id: int) -> StrategyRow:
-        with self.session() as s:
-            row = s.get(StrategyRow, strategy_id)
-        if row is None:
-            raise NotFoundError(f"no strategy {strategy_id}")
-        return row
+        return self._get(StrategyRow, strategy_id, f"no strategy {strategy_id}")
 
     def list_strategies(
         self, domain: str | None = None, statuses: Sequence[str] | None = None
@@ -664,7 +563,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     def record_event(
         self,
         run_id: int | None,
-        kind: str,
+        kind: EventKind,
         message: str,
         *,
         round: int | None = None,
@@ -735,9 +634,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     # -- a run's progress (for resume) -------------------------------------------------------
     def reopen_run(self, run_id: int) -> None:
         with self.session() as s:
-            run = s.get(RunRow, run_id)
-            if run is None:
-                raise NotFoundError(f"no run {run_id}")
+            run = fetch(s, RunRow, run_id, f"no run {run_id}")
             run.status, run.finished_at = "running", None
             s.add(run)
             s.commit()
@@ -759,11 +656,16 @@ class Store(SearchStoreMixin, AuditStoreMixin):
 
     def failed_dialogue_ids(self, run_id: int) -> set[int]:
         """Dialogues whose judging failed and was recorded (not to be judged again on resume)."""
-        out = set()
-        for e in self.events(run_id):
-            if e.kind == "failure" and e.message.startswith("judging dialogue") and "dialogue_id" in e.detail:
-                out.add(int(e.detail["dialogue_id"]))
-        return out
+        q = select(EventRow).where(EventRow.run_id == run_id, EventRow.kind == "judge_failure")
+        with self.session() as s:
+            events = list(s.exec(q))
+        return {int(e.detail["dialogue_id"]) for e in events if "dialogue_id" in e.detail}
+
+    def failure_count(self, run_id: int) -> int:
+        q = select(func.count()).select_from(EventRow)
+        q = q.where(EventRow.run_id == run_id, col(EventRow.kind).in_(FAILURE_KINDS))
+        with self.session() as s:
+            return int(s.exec(q).one())
 
     def run_scenario_ids(
         self, run_id: int, below_sample: int, *, round_no: int | None = None, before_round: int | None = None

@@ -4,14 +4,26 @@ tests/test_migrations.py checks that the two agree."""
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, Session, SQLModel
+
+from ..errors import NotFoundError
+
+Row = TypeVar("Row", bound=SQLModel)
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def fetch(s: Session, table: type[Row], key: Any, missing: str) -> Row:
+    """The row of ``table`` with this primary key, or NotFoundError(``missing``)."""
+    row = s.get(table, key)
+    if row is None:
+        raise NotFoundError(missing)
+    return row
 
 
 def _json(nullable: bool = False) -> Any:
@@ -35,6 +47,9 @@ class DomainRow(SQLModel, table=True):
     spec: dict[str, Any] = _json()
     created_at: datetime = _time()
     updated_at: datetime = _time()
+    # The pack file it was loaded from and that file's digest then (migration m006).
+    source: str | None = None
+    source_digest: str | None = None
 
 
 class RunRow(SQLModel, table=True):

@@ -1,26 +1,27 @@
-"""Review commands: approve, reject, retire, edit, history, export, import, check (on the
-strategies group), and ``review`` and ``audit-ui`` on the root."""
+"""``strategist strategies``: list, show, approve, reject, retire, edit, history, check, export,
+import — the library and its review trail."""
 
 from __future__ import annotations
 
 import asyncio
 import sys
-from collections import Counter
-from itertools import zip_longest
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..audit.lifecycle import STATUSES
 from ..errors import StrategistError, one_line
-from .common import DbOption, JsonOption, console, open_store, print_json, short, table
-from .records import STATUSES, strategies_app
+from .common import DbOption, JsonOption, console, new_app, open_store, print_json
+from .views import print_strategy, say, short, table
 
 if TYPE_CHECKING:
     from ..audit.lifecycle import Action
     from ..models.base import ChatModel
     from ..store import Store
     from ..store.tables import StrategyRow
+
+app = new_app("Strategies: list, show, review, export and import the library.")
 
 
 class AuditUsageError(StrategistError):
@@ -47,127 +48,93 @@ JudgeOption = Annotated[
 DomainFilter = Annotated[str | None, typer.Option("--domain", help="Only this domain id.")]
 
 
-def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app and to the strategies group."""
-    for name, fn in (
-        ("approve", approve),
-        ("reject", reject),
-        ("retire", retire),
-        ("edit", edit),
-        ("history", history),
-        ("check", check),
-        ("export", export),
-        ("import", import_),
-    ):
-        strategies_app.command(name)(fn)
-    app.command("review")(review)
-    app.command("audit-ui")(audit_ui)
-
-
 def _reviewer(value: str | None) -> str:
     from ..audit.lifecycle import default_reviewer
 
     return value.strip() if value and value.strip() else default_reviewer()
 
 
-# -- showing a strategy ------------------------------------------------------------------------
-def policy_lines(row: StrategyRow) -> list[str]:
-    c = row.policy_check
-    if not c:
-        return [f"policy: not checked (run: strategist strategies check {row.id})"]
-    stale = "" if c.get("version") == row.version else f" - checked version {c.get('version')}, not this one"
-    who = f"(judge {c.get('model')}, {c.get('checked_at')}{stale})"
-    if c.get("conflict"):
-        return [f"policy: CONFLICT with: {c.get('clause')}", f"  {c.get('explanation')} {who}"]
-    return [f"policy: no conflict found. {c.get('explanation')} {who}"]
+# -- strategies --------------------------------------------------------------------------------
+def _strategy_dict(row: Any) -> dict[str, Any]:
+    return row.model_dump(mode="json")
 
 
-def print_strategy(store: Store, row: StrategyRow, *, dialogues: int = 1) -> None:
-    """Text, status, policy verdict, provenance, gate evidence and before/after dialogues."""
-    from rich.markup import escape
+@app.command("list")
+def strategies_list(
+    db: DbOption = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain id.")] = None,
+    status: Annotated[
+        list[str] | None, typer.Option(help=f"Only these statuses: {', '.join(STATUSES)}.")
+    ] = None,
+    flagged: Annotated[
+        bool, typer.Option("--flagged", help="Only strategies the policy check found in conflict.")
+    ] = False,
+    json_out: JsonOption = False,
+) -> None:
+    """List strategies with their status, gate gain and policy flag."""
+    from ..audit.policy import policy_flag
 
-    from ..audit.evidence import gate_line, pair_views, provenance_line
-    from ..errors import NotFoundError
+    for st in status or []:
+        if st not in STATUSES:
+            raise typer.BadParameter(f"'{st}' is not one of {', '.join(STATUSES)}", param_hint="--status")
+    store = open_store(db)
+    rows = store.list_strategies(domain, status)
+    if flagged:
+        rows = [r for r in rows if r.policy_check and r.policy_check.get("conflict")]
+    if json_out:
+        print_json([_strategy_dict(r) for r in rows])
+        return
 
-    head = f"[bold]strategy {row.id}[/] (domain {row.domain_id})"
-    console.print(f"{head} status [bold]{row.status}[/] version {row.version}")
-    for i, line in enumerate(policy_lines(row)):
-        style = "bold red" if row.policy_check and row.policy_check.get("conflict") and i == 0 else ""
-        console.print(f"[{style}]{escape(line)}[/]" if style else escape(line))
-    console.print(f"[bold]when[/]: {escape(row.trigger)}")
-    console.print(f"[bold]do[/]: {escape(row.guidance)}")
-    if row.example:
-        console.print(f"[bold]example[/]: {escape(row.example)}")
-    p, e = row.provenance, row.evidence
-    title = None
-    if isinstance(p.get("scenario_id"), int):
-        try:
-            title = store.get_scenario(p["scenario_id"]).title
-        except NotFoundError:
-            title = None
-    console.print("provenance: " + escape(provenance_line(p, title)))
-    gate = gate_line(e)
-    if gate:
-        console.print("gate: " + gate)
-        if e.get("regression_mean") is not None:
-            console.print(f"regression set: mean change {e['regression_mean']:+.3f}")
-    pairs = [x for x in e.get("pairs") or [] if isinstance(x, dict)]
-    if pairs:
-        table(
-            "paired evidence",
-            ["scenario", "seed", "without (dialogue)", "with (dialogue)", "delta", "set"],
-            [
-                (
-                    x.get("scenario_id"),
-                    x.get("seed"),
-                    f"{x['without_score']:.3f} ({x.get('without_dialogue_id')})",
-                    f"{x['with_score']:.3f} ({x.get('with_dialogue_id')})",
-                    f"{x['delta']:+.3f}",
-                    "regression" if x.get("regression") else "target",
-                )
-                for x in pairs
-            ],
-        )
-    for pv in pair_views(store, e, limit=dialogues) if dialogues > 0 else []:
-        _print_pair(pv)
+    from ..audit.evidence import gain_text
+    from ..core.evidence import GateEvidence
+
+    # On a narrow terminal the trigger keeps room to be read: the gain loses its interval, the
+    # policy flag its clause, and the domain column goes when every row has the same one.
+    narrow = console.width < 120
+    one_domain = len({r.domain_id for r in rows}) <= 1
+    columns = ["id", "domain", "status", "v", "gain [CI]", "policy", "trigger"]
+    if narrow:
+        columns = ["id", *([] if one_domain else ["domain"]), "status", "v", "gain", "policy", "trigger"]
+
+    def cells(r: StrategyRow) -> tuple[Any, ...]:
+        e = GateEvidence.from_stored(r.evidence)
+        flag = policy_flag(r.policy_check, r.version)
+        if not narrow:
+            return (
+                r.id,
+                r.domain_id,
+                r.status,
+                r.version,
+                gain_text(e),
+                short(flag, 30),
+                short(r.trigger, 50),
+            )
+        gain = "-" if e.mean_delta is None else f"{e.mean_delta:+.3f}"
+        domain_cell = () if one_domain else (r.domain_id,)
+        return (r.id, *domain_cell, r.status, r.version, gain, flag.split(":")[0], r.trigger)
+
+    table(f"{len(rows)} strategies", columns, [cells(r) for r in rows])
 
 
-def _print_pair(pv: Any) -> None:
-    from rich.table import Table
-    from rich.text import Text as RichText
-
-    gain = "" if pv.delta is None else f", gain {pv.delta:+.3f}"
-    t = Table(
-        title=f'before/after: scenario {pv.scenario_id} "{pv.scenario_title}", seed {pv.seed}{gain}',
-        title_justify="left",
-        show_lines=True,
-        expand=True,
-    )
-    t.add_column(f"without the strategy: {pv.without.title}", ratio=1)
-    t.add_column(f"with the strategy: {pv.with_.title}", ratio=1)
-
-    def cell(turn: tuple[str, str] | None) -> RichText:
-        if turn is None:
-            return RichText("")
-        out = RichText(f"{turn[0]}: ", style="bold")
-        out.append(turn[1])
-        return out
-
-    def missing(side: Any) -> RichText:
-        return RichText(f"(dialogue {side.dialogue_id} is not in this database)", style="dim")
-
-    if pv.without.missing or pv.with_.missing:
-        t.add_row(
-            missing(pv.without) if pv.without.missing else RichText(""),
-            missing(pv.with_) if pv.with_.missing else RichText(""),
-        )
-    for left, right in zip_longest(pv.without.turns, pv.with_.turns):
-        t.add_row(cell(left), cell(right))
-    t.add_row(
-        RichText("judge: " + (pv.without.critique or "-"), style="italic"),
-        RichText("judge: " + (pv.with_.critique or "-"), style="italic"),
-    )
-    console.print(t)
+@app.command("show")
+def strategies_show(
+    strategy_id: int,
+    db: DbOption = None,
+    dialogues: Annotated[
+        int, typer.Option(min=0, help="Before/after dialogue pairs to show side by side.")
+    ] = 1,
+    json_out: JsonOption = False,
+) -> None:
+    """Show one strategy: text, status, policy verdict, provenance, gate evidence and dialogues."""
+    store = open_store(db)
+    r = store.get_strategy(strategy_id)
+    if json_out:
+        d = _strategy_dict(r)
+        d["versions"] = [v.model_dump(mode="json") for v in store.strategy_versions(strategy_id)]
+        d["reviews"] = [v.model_dump(mode="json") for v in store.reviews(strategy_id)]
+        print_json(d)
+        return
+    print_strategy(store, r, dialogues=dialogues)
 
 
 # -- single review actions -----------------------------------------------------------------------
@@ -198,10 +165,11 @@ def _act(
             approve=approve_too,
         )
     )
-    console.print(f"strategy {row.id}: {seen.status} v{seen.version} -> {row.status} v{row.version}")
+    say(f"strategy {row.id}: {seen.status} v{seen.version} -> {row.status} v{row.version}")
     return row
 
 
+@app.command("approve")
 def approve(
     strategy_id: Annotated[int | None, typer.Argument(help="Strategy id (or use --all-pending).")] = None,
     note: NoteOption = "",
@@ -243,10 +211,11 @@ def _approve_all(
     store: Store, note: str, reviewer: str, min_delta: float | None, domain: str | None, include_flagged: bool
 ) -> None:
     from ..audit.lifecycle import ReviewRequest
+    from ..core.evidence import GateEvidence
 
     chosen, skipped = [], []
     for r in store.list_strategies(domain, ["pending"]):
-        gain = r.evidence.get("mean_delta")
+        gain = GateEvidence.from_stored(r.evidence).mean_delta
         if min_delta is not None and (gain is None or gain < min_delta):
             skipped.append(
                 (r.id, "no gate evidence" if gain is None else f"gain {gain:+.3f} < {min_delta:+.3f}")
@@ -264,13 +233,14 @@ def _approve_all(
                 for r in chosen
             ]
         )
-    console.print(
+    say(
         f"approved {len(chosen)} strategies" + (": " + ", ".join(str(r.id) for r in chosen) if chosen else "")
     )
     if skipped:
         table("left pending", ["id", "why"], skipped)
 
 
+@app.command("reject")
 def reject(
     strategy_id: Annotated[int, typer.Argument(help="Strategy id.")],
     note: Annotated[str, typer.Option("--note", help="Why it is rejected (required).")] = "",
@@ -282,6 +252,7 @@ def reject(
     _act(open_store(db), strategy_id, "reject", reviewer=reviewer, note=note, version=version)
 
 
+@app.command("retire")
 def retire(
     strategy_id: Annotated[int, typer.Argument(help="Strategy id.")],
     note: Annotated[str, typer.Option("--note", help="Why it is retired (required).")] = "",
@@ -293,6 +264,7 @@ def retire(
     _act(open_store(db), strategy_id, "retire", reviewer=reviewer, note=note, version=version)
 
 
+@app.command("edit")
 def edit(
     strategy_id: Annotated[int, typer.Argument(help="Strategy id.")],
     trigger: Annotated[str | None, typer.Option("--trigger", help="New trigger (when it applies).")] = None,
@@ -321,7 +293,7 @@ def edit(
         edited = click.edit(edit_form(strategy_id, row.version, row.status, current), extension=".yaml")
         form = parse_edit_form(edited) if edited is not None else None
         if form is None or not form.text.changed_fields(current):
-            console.print("no changes; nothing saved")
+            say("no changes; nothing saved")
             return
         new, note = form.text, form.note.strip() or note
     else:
@@ -343,14 +315,13 @@ def edit(
     )
 
 
+@app.command("history")
 def history(
     strategy_id: Annotated[int, typer.Argument(help="Strategy id.")],
     db: DbOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Every version of a strategy and every review action on it."""
-    from rich.markup import escape
-
     store = open_store(db)
     row = store.get_strategy(strategy_id)
     versions, reviews = store.strategy_versions(strategy_id), store.reviews(strategy_id)
@@ -363,13 +334,13 @@ def history(
             }
         )
         return
-    console.print(f"[bold]strategy {row.id}[/]: now {row.status}, version {row.version}")
+    say(f"strategy {row.id}: now {row.status}, version {row.version}", style="bold")
     for v in versions:
-        console.print(f"[bold]version {v.version}[/] by {escape(v.author)}, {v.created_at:%Y-%m-%d %H:%M}")
-        console.print(f"  when: {escape(v.trigger)}")
-        console.print(f"  do: {escape(v.guidance)}")
+        say(f"version {v.version} by {v.author}, {v.created_at:%Y-%m-%d %H:%M}", style="bold")
+        say(f"  when: {v.trigger}")
+        say(f"  do: {v.guidance}")
         if v.example:
-            console.print(f"  example: {escape(v.example)}")
+            say(f"  example: {v.example}")
 
     def status_change(r: Any) -> str:
         before = (r.before or {}).get("status")
@@ -428,6 +399,7 @@ def run_policy_checks(store: Store, rows: list[StrategyRow], model: ChatModel) -
     return failed
 
 
+@app.command("check")
 def check(
     strategy_id: Annotated[int | None, typer.Argument(help="Strategy id (or use --all).")] = None,
     all_: Annotated[bool, typer.Option("--all", help="Check every pending and approved strategy.")] = False,
@@ -471,6 +443,7 @@ def check(
 
 
 # -- export and import ---------------------------------------------------------------------------
+@app.command("export")
 def export(
     file: Annotated[Path, typer.Argument(help="YAML file to write ('-' for standard output).")],
     status: Annotated[
@@ -496,9 +469,10 @@ def export(
         file.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise StrategistError(f"{file}: cannot write: {exc.strerror or exc}") from None
-    console.print(f"wrote {len(rows)} strategies to {file}")
+    say(f"wrote {len(rows)} strategies to {file}")
 
 
+@app.command("import")
 def import_(
     file: Annotated[Path, typer.Argument(help="A library YAML file (as written by export).")],
     reviewer: ReviewerOption = None,
@@ -509,14 +483,12 @@ def import_(
     db: DbOption = None,
 ) -> None:
     """Load a library file: validates all of it, shows what changes, applies it as reviewed actions."""
-    from rich.markup import escape
-
     from ..audit.exchange import plan_import, read_library
     from ..packs import find_pack
-    from .common import resolve_domain
+    from .common import load_pack
 
     lib, where = read_library(file)
-    store = open_store(db)
+    store = open_store(db, create=True)
     who = _reviewer(reviewer)
     in_db = {d.id for d in store.list_domains()}
     trail = f"imported from {file.name}" + (f": {note.strip()}" if note.strip() else "")
@@ -530,176 +502,18 @@ def import_(
         note=trail,
     )
     for line in plan.changes:
-        console.print(escape(line))
+        say(line)
     named = {e.id for e in lib.strategies}
     others = sum(1 for r in store.list_strategies() if r.id not in named)
-    console.print(
+    say(
         f"{len(plan.changes)} to change, {plan.unchanged} unchanged"
         + (f", {others} in the database but not in the file (left as they are)" if others else "")
     )
     if plan.empty or dry_run:
         if dry_run and not plan.empty:
-            console.print("dry run: nothing was changed")
+            say("dry run: nothing was changed")
         return
     for d in sorted({n.domain for n in plan.creates} - in_db):
-        resolve_domain(store, d)  # a shipped pack, loaded the way init does
+        load_pack(store, d)  # a shipped pack, loaded the way init does
     store.apply_import(plan.creates, plan.reviews, reviewer=who, note=trail)
-    console.print(
-        f"applied as {who}: {len(plan.creates)} new, {len(plan.changes) - len(plan.creates)} changed"
-    )
-
-
-# -- the interactive queue -------------------------------------------------------------------------
-def _read_key(prompt: str) -> str:
-    """One key: a single keypress on a terminal, else the first letter of a line (pipes, tests)."""
-    import click
-
-    console.print(prompt, end="", markup=False, highlight=False)
-    if sys.stdin.isatty():
-        try:
-            ch = click.getchar()
-        except (KeyboardInterrupt, EOFError):
-            return "q"
-        console.print(ch, markup=False, highlight=False)
-        return "q" if ch in ("\x03", "\x04") else ch.lower()
-    line = sys.stdin.readline()
-    if not line:  # end of input
-        console.print()
-        return "q"
-    return line.strip()[:1].lower()
-
-
-def _read_line(prompt: str) -> str | None:
-    console.print(prompt, end="", markup=False, highlight=False)
-    line = sys.stdin.readline()
-    return None if not line else line.strip()
-
-
-def review(
-    domain: DomainFilter = None,
-    reviewer: ReviewerOption = None,
-    judge: JudgeOption = None,
-    dialogues: Annotated[
-        int, typer.Option(min=0, help="Before/after dialogue pairs shown per strategy.")
-    ] = 1,
-    db: DbOption = None,
-) -> None:
-    """Go through the pending strategies one by one: approve, reject, edit, check policy, skip, quit."""
-    import click
-
-    from ..audit.forms import edit_form, parse_edit_form
-    from ..audit.lifecycle import ConflictError, ReviewRequest, Text, TransitionError
-    from ..errors import InputError
-
-    store = open_store(db)
-    who = _reviewer(reviewer)
-    queue = [r.id or 0 for r in store.list_strategies(domain, ["pending"])]
-    if not queue:
-        console.print("no pending strategies: nothing to review")
-        return
-    done: Counter[str] = Counter()
-    keys = "[a]pprove  [r]eject  [e]dit  [c]heck policy  [s]kip  [q]uit > "
-    i = 0
-    while i < len(queue):
-        row = store.get_strategy(queue[i])
-        if row.status != "pending":
-            console.print(f"strategy {row.id} is {row.status} now (someone else reviewed it); next")
-            i += 1
-            continue
-        console.rule(f"pending {i + 1} of {len(queue)}: strategy {row.id}")
-        print_strategy(store, row, dialogues=dialogues)
-        key = _read_key(keys)
-        if key == "q":
-            break
-        if key == "s":
-            done["skipped"] += 1
-            i += 1
-            continue
-        sid, v, st = row.id or 0, row.version, row.status
-        try:
-            if key == "a":
-                note = _read_line("note (optional): ")
-                if note is None:
-                    break
-                store.review(ReviewRequest(sid, "approve", who, note, seen_version=v, seen_status=st))
-                console.print(f"approved strategy {sid}")
-                done["approved"] += 1
-            elif key == "r":
-                note = ""
-                while not note:
-                    got = _read_line("why reject it? (required): ")
-                    if got is None:
-                        break
-                    note = got
-                if not note:
-                    break
-                store.review(ReviewRequest(sid, "reject", who, note, seen_version=v, seen_status=st))
-                console.print(f"rejected strategy {sid}")
-                done["rejected"] += 1
-            elif key == "e":
-                current = Text(row.trigger, row.guidance, row.example)
-                edited = click.edit(edit_form(sid, row.version, row.status, current), extension=".yaml")
-                form = parse_edit_form(edited) if edited is not None else None
-                if form is None or not form.text.changed_fields(current):
-                    console.print("no changes; nothing saved")
-                    continue
-                also = _read_key("approve the new version now? [y/N] ") == "y"
-                new = store.review(
-                    ReviewRequest(
-                        sid,
-                        "edit",
-                        who,
-                        form.note,
-                        seen_version=v,
-                        seen_status=st,
-                        text=form.text,
-                        approve=also,
-                    )
-                )
-                console.print(f"strategy {sid}: saved version {new.version}, {new.status}")
-                done["edited"] += 1
-            elif key == "c":
-                try:
-                    failed = run_policy_checks(store, [row], _judge_model(judge))
-                except StrategistError as exc:  # e.g. the judge model cannot be loaded: keep reviewing
-                    failed = [(sid, one_line(exc))]
-                for _, message in failed:
-                    console.print(f"policy check failed: {message}", markup=False)
-                continue  # show the same strategy again, now with its verdict
-            else:
-                console.print("press a, r, e, c, s or q")
-                continue
-        except (ConflictError, TransitionError, InputError) as exc:
-            console.print(f"not saved: {one_line(exc)}", style="red", markup=False)
-        i += 1
-    summary = ", ".join(f"{k} {done[k]}" for k in ("approved", "rejected", "edited", "skipped"))
-    console.print(f"reviewed as {who}: {summary}")
-
-
-# -- the web page ----------------------------------------------------------------------------------
-def audit_ui(
-    host: Annotated[
-        str, typer.Option("--host", help="Address to listen on; keep 127.0.0.1 unless you must.")
-    ] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8765,
-    reviewer: ReviewerOption = None,
-    db: DbOption = None,
-) -> None:
-    """Serve the audit page on this machine; open the address it prints (it carries an access token)."""
-    import secrets
-
-    import uvicorn
-
-    from ..audit_ui.app import create_app
-
-    store = open_store(db)
-    token = secrets.token_urlsafe(24)
-    app = create_app(store, token=token, reviewer=_reviewer(reviewer))
-    shown = f"[{host}]" if ":" in host else host
-    console.print(f"audit page: http://{shown}:{port}/?token={token}", markup=False, highlight=False)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        console.print(
-            f"warning: listening on {host}: anyone who can reach it and has the token can approve strategies"
-        )
-    console.print("stop with Ctrl-C")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    say(f"applied as {who}: {len(plan.creates)} new, {len(plan.changes) - len(plan.creates)} changed")

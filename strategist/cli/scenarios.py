@@ -1,0 +1,178 @@
+"""``strategist scenarios``: list, show, import, split, import-tau2."""
+
+from __future__ import annotations
+
+import enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from ..errors import StrategistError
+from .common import DbOption, DomainOption, JsonOption, new_app, open_store, print_json, resolve_domain
+from .views import say, short, table
+
+app = new_app("Scenarios: list, show, import, split, import-tau2.")
+
+
+class Split(enum.StrEnum):
+    train = "train"
+    dev = "dev"
+    test = "test"
+
+
+@app.command("list")
+def scenarios_list(
+    db: DbOption = None,
+    domain: Annotated[str | None, typer.Option(help="Only this domain id.")] = None,
+    split: Annotated[Split | None, typer.Option(help="Only this split.")] = None,
+    json_out: JsonOption = False,
+) -> None:
+    """List scenarios."""
+    store = open_store(db)
+    items = store.list_scenarios(domain, split.value if split else None)
+    if json_out:
+        print_json([s.model_dump(mode="json") for s in items])
+        return
+    table(
+        f"{len(items)} scenarios",
+        ["id", "domain", "split", "origin", "intent", "difficulty", "title"],
+        [(s.id, s.domain, s.split, s.origin, s.intent, s.difficulty, short(s.title, 50)) for s in items],
+    )
+
+
+@app.command("show")
+def scenarios_show(scenario_id: int, db: DbOption = None, json_out: JsonOption = False) -> None:
+    """Show one scenario and its latest judged dialogues."""
+    store = open_store(db)
+    s = store.get_scenario(scenario_id)
+    if json_out:
+        print_json(s.model_dump(mode="json"))
+        return
+    say(f"scenario {s.id}: {s.title}", style="bold")
+    say(f"domain {s.domain} | intent {s.intent} | {s.difficulty} | {s.origin} | split {s.split}")
+    say("persona: " + ", ".join(f"{k}={v}" for k, v in s.persona.items()))
+    say(f"goal: {s.goal}")
+    for label, facts in (("knows", s.known_facts), ("reveals when asked", s.hidden_facts)):
+        for f in facts:
+            say(f"  {label}: {f}")
+    say(f"opening: {s.opening}")
+    say("must say: " + ("; ".join(c.label for c in s.success.must_say) or "-"))
+    say("must not say: " + ("; ".join(c.label for c in s.success.must_not_say) or "-"))
+    for r in s.success.rubric:
+        say(f"  rubric: {r}")
+    rows = store.dialogues_for_scenario(scenario_id)
+    if rows:
+        recent = rows[-10:]
+        table(
+            f"dialogues ({len(rows)}, latest {len(recent)})",
+            ["id", "run", "condition", "seed", "turns", "score"],
+            [(d.id, d.run_id, d.condition, d.seed, len(d.turns), _score(store, d.id)) for d in recent],
+        )
+
+
+def _score(store: Any, dialogue_id: int | None) -> str:
+    j = store.judgement_for(dialogue_id) if dialogue_id is not None else None
+    return "-" if j is None else f"{j.score:.3f}"
+
+
+@app.command("import")
+def scenarios_import(
+    file: Annotated[Path, typer.Argument(help="A scenario set YAML file.")],
+    db: DbOption = None,
+    domain: DomainOption = None,
+) -> None:
+    """Import a scenario set (YAML) into its domain, which must be in the database.
+
+    Scenarios already stored (same domain and key, or title when they have no key) are skipped,
+    so importing a file twice adds nothing the second time."""
+    from ..packs import load_scenario_set
+
+    file_domain, _ = load_scenario_set(file)  # the whole file is checked before anything else
+    store = open_store(db, create=True)
+    d = resolve_domain(store, domain or file_domain)
+    _, items = load_scenario_set(file, d)
+    added, skipped = store.import_scenarios(items)
+    say(f"imported {len(added)} scenarios into domain '{d.id}'")
+    if skipped:
+        titles = "; ".join(short(s.title, 40) for s in skipped[:5]) + ("; …" if len(skipped) > 5 else "")
+        say(f"skipped {len(skipped)} already stored (same key or title): {titles}")
+
+
+@app.command("split")
+def scenarios_split(
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same assignment.")],
+    test: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of scenarios for test.")] = 0.3,
+    dev: Annotated[float, typer.Option(min=0.0, max=1.0, help="Share of scenarios for dev.")] = 0.0,
+    domain: DomainOption = None,
+    db: DbOption = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the counts as a JSON object.")] = False,
+) -> None:
+    """Assign every scenario of a domain to train, dev or test, stratified by intent.
+
+    Replaces the domain's current splits. grow only ever uses train scenarios.
+    """
+    from ..core.splits import SPLITS, assign_splits, split_counts
+
+    if test + dev > 1.0 + 1e-9:
+        raise StrategistError(f"--test {test:g} plus --dev {dev:g} is more than 1")
+    store = open_store(db)
+    d = resolve_domain(store, domain)
+    items = store.list_scenarios(d.id)
+    if not items:
+        raise StrategistError(f"domain '{d.id}' has no scenarios to split")
+    intents = {s.id: s.intent for s in items if s.id is not None}
+    assignment = assign_splits(intents.items(), test=test, dev=dev, seed=seed)
+    store.set_splits(assignment)
+    by_intent = split_counts(assignment, intents)
+    counts = {sp: sum(row[sp] for row in by_intent.values()) for sp in SPLITS}
+    if json_out:
+        print_json(
+            {"domain": d.id, "seed": seed, "test": test, "dev": dev, "counts": counts, "by_intent": by_intent}
+        )
+        return
+    table(
+        f"{len(items)} scenarios of '{d.id}' split with seed {seed}",
+        ["intent", *SPLITS],
+        [
+            *[(intent, *(row[sp] for sp in SPLITS)) for intent, row in by_intent.items()],
+            ("total", *(counts[sp] for sp in SPLITS)),
+        ],
+    )
+
+
+@app.command("import-tau2")
+def scenarios_import_tau2(
+    folder: Annotated[
+        Path,
+        typer.Argument(help="A tau2-bench domain folder: policy.md, tasks.json, split_tasks.json, db.json."),
+    ],
+    name: Annotated[str, typer.Option("--name", help="Name of the new domain (its id is this, as a slug).")],
+    db: DbOption = None,
+) -> None:
+    """Import a tau2-bench domain as a new domain with one scenario per task.
+
+    Everything is read and checked first; a bad file stores nothing.
+    """
+    from ..importers.tau2 import load_tau2
+
+    result = load_tau2(folder, name)
+    d = result.domain
+    store = open_store(db, create=True)
+    existing = store.list_scenarios(d.id)
+    if existing:
+        raise StrategistError(
+            f"domain '{d.id}' already has {len(existing)} scenarios: import under another --name"
+        )
+    store.add_scenarios(result.scenarios, domain=d)
+    counts = result.split_counts()
+    say(
+        f"imported {len(result.scenarios)} scenarios into domain '{d.id}' "
+        f"(train {counts['train']}, dev {counts['dev']}, test {counts['test']}; "
+        f"{len(d.intents)} intents)"
+    )
+    if result.used_db:
+        say(
+            f"db.json: the customer's records found for {len(result.customers_found)} "
+            f"of {len(result.scenarios)} tasks"
+        )

@@ -1,0 +1,314 @@
+"""What the terminal shows: tables, a strategy with its evidence, run and evaluation summaries,
+and progress. Stored text (a trigger, a note, a model's reply) is never read as rich markup:
+``[/INST]`` in a reply is text, not a tag."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from itertools import zip_longest
+from typing import TYPE_CHECKING, Any
+
+from rich.markup import escape
+from rich.text import Text
+
+from ..core.text import short
+from .common import console
+
+if TYPE_CHECKING:
+    from ..audit.evidence import PairView
+    from ..engine.runner import ReportStyle
+    from ..store import Store
+    from ..store.tables import StrategyRow
+
+__all__ = [
+    "RichReporter",
+    "escape",
+    "policy_lines",
+    "print_eval",
+    "print_strategy",
+    "print_summary",
+    "progress",
+    "say",
+    "short",
+    "table",
+]
+
+
+def say(*parts: Any, style: str = "") -> None:
+    """Print plain text (never markup), optionally in one style."""
+    console.print(Text(" ".join(str(p) for p in parts), style=style))
+
+
+def table(title: str, columns: Iterable[str], rows: Iterable[Iterable[Any]], **options: Any) -> None:
+    """A table whose title and cells are plain text."""
+    from rich.table import Table
+
+    t = Table(title=Text(title), title_justify="left", **options)
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*(v if isinstance(v, Text) else Text("" if v is None else str(v)) for v in r))
+    console.print(t)
+
+
+# -- a strategy, as reviewers see it -------------------------------------------------------------
+def policy_lines(row: StrategyRow) -> list[str]:
+    c = row.policy_check
+    if not c:
+        return [f"policy: not checked (run: strategist strategies check {row.id})"]
+    stale = "" if c.get("version") == row.version else f" - checked version {c.get('version')}, not this one"
+    who = f"(judge {c.get('model')}, {c.get('checked_at')}{stale})"
+    if c.get("conflict"):
+        return [f"policy: CONFLICT with: {c.get('clause')}", f"  {c.get('explanation')} {who}"]
+    return [f"policy: no conflict found. {c.get('explanation')} {who}"]
+
+
+def _labelled(label: str, value: str) -> Text:
+    out = Text(f"{label}: ", style="bold")
+    out.append(value)
+    return out
+
+
+def print_strategy(store: Store, row: StrategyRow, *, dialogues: int = 1, pairs_table: bool = True) -> None:
+    """Text, status, policy verdict, provenance, gate evidence and before/after dialogues."""
+    from ..audit.evidence import gate_line, pair_views, provenance_line
+    from ..core.evidence import GateEvidence
+    from ..errors import NotFoundError
+
+    head = Text(f"strategy {row.id}", style="bold")
+    head.append(f" (domain {row.domain_id}) status ")
+    head.append(row.status, style="bold")
+    head.append(f" version {row.version}")
+    console.print(head)
+    conflict = bool(row.policy_check and row.policy_check.get("conflict"))
+    for i, line in enumerate(policy_lines(row)):
+        say(line, style="bold red" if conflict and i == 0 else "")
+    console.print(_labelled("when", row.trigger))
+    console.print(_labelled("do", row.guidance))
+    if row.example:
+        console.print(_labelled("example", row.example))
+    p = row.provenance
+    title = None
+    if isinstance(p.get("scenario_id"), int):
+        try:
+            title = store.get_scenario(p["scenario_id"]).title
+        except NotFoundError:
+            title = None
+    say("provenance: " + provenance_line(p, title))
+    e = GateEvidence.from_stored(row.evidence)
+    gate = gate_line(e)
+    if gate:
+        say("gate: " + gate)
+        if e.regression_mean is not None:
+            say(f"regression set: mean change {e.regression_mean:+.3f}")
+    if e.pairs and pairs_table:
+        table(
+            "paired evidence",
+            ["scenario", "seed", "without (dialogue)", "with (dialogue)", "delta", "set"],
+            [
+                (
+                    x.scenario_id,
+                    x.seed,
+                    f"{_score(x.without_score)} ({x.without_dialogue_id})",
+                    f"{_score(x.with_score)} ({x.with_dialogue_id})",
+                    f"{x.delta:+.3f}",
+                    "regression" if x.regression else "target",
+                )
+                for x in e.pairs
+            ],
+        )
+    for pv in pair_views(store, e, limit=dialogues) if dialogues > 0 else []:
+        print_pair(pv)
+
+
+def _score(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def print_pair(pv: PairView) -> None:
+    """One before/after pair side by side, with the judge's critiques."""
+    from rich.table import Table
+
+    gain = "" if pv.delta is None else f", gain {pv.delta:+.3f}"
+    t = Table(
+        title=Text(f'before/after: scenario {pv.scenario_id} "{pv.scenario_title}", seed {pv.seed}{gain}'),
+        title_justify="left",
+        show_lines=True,
+        expand=True,
+    )
+    t.add_column(Text(f"without the strategy: {pv.without.title}"), ratio=1)
+    t.add_column(Text(f"with the strategy: {pv.with_.title}"), ratio=1)
+
+    def cell(turn: tuple[str, str] | None) -> Text:
+        return Text("") if turn is None else _labelled(turn[0], turn[1])
+
+    def missing(side: Any) -> Text:
+        return Text(f"(dialogue {side.dialogue_id} is not in this database)", style="dim")
+
+    if pv.without.missing or pv.with_.missing:
+        t.add_row(
+            missing(pv.without) if pv.without.missing else Text(""),
+            missing(pv.with_) if pv.with_.missing else Text(""),
+        )
+    for left, right in zip_longest(pv.without.turns, pv.with_.turns):
+        t.add_row(cell(left), cell(right))
+    t.add_row(
+        Text("judge: " + (pv.without.critique or "-"), style="italic"),
+        Text("judge: " + (pv.with_.critique or "-"), style="italic"),
+    )
+    console.print(t)
+
+
+# -- runs ----------------------------------------------------------------------------------------
+def _cost(s: dict[str, Any]) -> str:
+    unknown = s.get("unpriced_calls", 0)
+    text = f"{s.get('cost_usd', 0.0):.4f}"
+    return text + (f" + {unknown} calls of unknown price" if unknown else "")
+
+
+def print_summary(s: dict[str, Any]) -> None:
+    """A grow run's summary (GrowSummary.as_dict())."""
+    mean = "n/a" if s["mean_score"] is None else f"{s['mean_score']:.3f}"
+    rows = [
+        ("rounds completed", s["rounds_completed"]),
+        ("scenarios generated / used", f"{s['scenarios_generated']} / {s['scenarios_used']}"),
+        ("dialogues", s["dialogues"]),
+        ("mean score (no strategies)", mean),
+        ("candidates proposed", s["candidates"]),
+        ("accepted (pending review)", s["accepted"]),
+        ("merged / rejected by gate", f"{s['merged']} / {s['rejected']}"),
+        ("recorded failures", s["failures"]),
+        ("LLM calls (cache hits)", f"{s['llm_calls']} ({s.get('cache_hits', 0)})"),
+        ("tokens", s["tokens"]),
+        ("cost (USD)", _cost(s)),
+        ("time", f"{s['seconds']:.1f} s"),
+    ]
+    table(f"run {s['run_id']}: {s['status']}", ["what", "value"], rows, show_header=False)
+    if s["stop_reason"]:
+        say(f"stopped early: {s['stop_reason']} (everything up to here is saved)")
+    if s["accepted_ids"]:
+        ids = ", ".join(map(str, s["accepted_ids"]))
+        say(f"new pending strategies: {ids}; see them with: strategist strategies show ID")
+
+
+def _f(x: float | None, fmt: str = "{:.3f}") -> str:
+    return "–" if x is None else fmt.format(x)
+
+
+def _ci(p: dict[str, Any] | None) -> str:
+    if not p:
+        return "–"
+    return f"{p['mean']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (n={p['n']})"
+
+
+def print_eval(r: dict[str, Any]) -> None:
+    """An evaluation's result (EvalResult.as_dict())."""
+    grown = ", ".join(r["library_student_models"]) or "unknown"
+    transfer = (
+        " (transfer)"
+        if r["library_student_models"] and r["student_model"] not in r["library_student_models"]
+        else ""
+    )
+    say(
+        f"eval run {r['run_id']}: domain {r['domain']}, split {r['split']}, {len(r['scenarios'])} scenarios "
+        f"x {r['samples']} samples; student {r['student_model']}, library grown with {grown}{transfer}; "
+        f"{r['strategies_available']} strategies" + (" (pending included)" if r["include_pending"] else "")
+    )
+    k = r["samples"]
+    table(
+        "per condition",
+        ["condition", "dialogues", "mean score", "check pass rate", "pass rate", f"pass^{k}"],
+        [
+            (
+                c["condition"],
+                c["dialogues"],
+                _f(c["mean_score"]),
+                _f(c["check_pass_rate"]),
+                _f(c["pass_rate"]),
+                _f(c["pass_hat_k"]),
+            )
+            for c in r["conditions"]
+        ],
+    )
+    table(
+        "library against the baselines (paired, 95% bootstrap CI)",
+        ["comparison", "mean difference [CI]"],
+        [
+            ("library - no strategies", _ci(r["library_vs_none"])),
+            ("library - generic checklist", _ci(r["library_vs_generic"])),
+        ],
+    )
+    table(
+        "per scenario",
+        ["id", "intent", "none", "generic", "library", "library - none [CI]"],
+        [
+            (
+                s["scenario_id"],
+                s["intent"],
+                _f(s["means"]["none"]),
+                _f(s["means"]["generic"]),
+                _f(s["means"]["library"]),
+                _ci(s["delta_none"]),
+            )
+            for s in r["scenarios"]
+        ],
+    )
+    say(
+        f"{r['llm_calls']} model calls ({r['cache_hits']} from cache), {r['failures']} failures, "
+        f"{r['seconds']} s"
+    )
+
+
+# -- progress ------------------------------------------------------------------------------------
+STYLES = {"": "", "heading": "bold", "warning": "yellow", "success": "green"}
+
+
+class RichReporter:
+    """Progress bars on a terminal; plain lines elsewhere (CI logs, pipes, nohup)."""
+
+    def __init__(self) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self.live = console.is_terminal
+        self.progress = Progress(
+            TextColumn("{task.description}", markup=False),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not self.live,
+        )
+        self.task: Any = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def stage(self, name: str, total: int) -> None:
+        if self.task is not None:
+            self.progress.remove_task(self.task)
+        self.task = self.progress.add_task(name, total=total)
+        if not self.live:
+            say(f"{name} ({total})")
+
+    def advance(self, n: int = 1) -> None:
+        if self.task is not None:
+            self.progress.advance(self.task, n)
+
+    def log(self, message: str, *, style: ReportStyle = "") -> None:
+        self.progress.console.print(Text(message, style=STYLES[style]))
+
+
+@contextmanager
+def progress(enabled: bool) -> Iterator[RichReporter | None]:
+    """Progress for a long command: bars on a terminal, lines elsewhere, nothing for --json."""
+    if not enabled:
+        yield None
+        return
+    with RichReporter() as reporter:
+        yield reporter

@@ -1,0 +1,12 @@
+"""The vocabulary of runs: their status, the events they record, and what became of a candidate."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+RunStatus = Literal["running", "completed", "stopped", "failed"]
+RunCommand = Literal["grow", "eval"]
+# "judge_failure": a dialogue that could not be judged (a resumed run does not judge it again).
+EventKind = Literal["failure", "judge_failure", "budget", "info"]
+FAILURE_KINDS: tuple[EventKind, ...] = ("failure", "judge_failure")
+CandidateOutcome = Literal["proposed", "accepted", "rejected", "merged", "error"]

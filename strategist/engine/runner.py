@@ -1,0 +1,160 @@
+"""What a grow run and an evaluation share: the run's ledger and cache, the roles on ledgered
+models, the concurrency limit, and one step that simulates, stores and judges a dialogue,
+recording every failure as an event instead of raising it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol, TypeVar
+
+from ..core.dialogue import Dialogue, Judgement, StrategyText
+from ..core.domain import Domain, Scenario
+from ..core.runs import EventKind
+from ..errors import ModelError, one_line
+from ..models.base import ChatModel
+from ..roles import Customer, Judge, Student
+from ..store import Store
+from .cache import ResponseCache
+from .concurrency import run_all
+from .ledger import RUN_WRITE_BATCH, Budget, Ledger
+from .simulate import StrategyPicker, simulate
+
+T = TypeVar("T")
+ReportStyle = Literal["", "heading", "warning", "success"]
+
+
+class Reporter(Protocol):
+    """How the engine tells a user interface what it is doing."""
+
+    def stage(self, name: str, total: int) -> None: ...
+    def advance(self, n: int = 1) -> None: ...
+    def log(self, message: str, *, style: ReportStyle = "") -> None:
+        """``message`` is plain text (never markup); ``style`` says how to show it."""
+        ...
+
+
+class NullReporter:
+    def stage(self, name: str, total: int) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def log(self, message: str, *, style: ReportStyle = "") -> None:
+        pass
+
+
+@dataclass
+class Scored:
+    dialogue: Dialogue
+    judgement: Judgement | None
+
+
+class Runner:
+    """The parts of a run every command needs. Subclasses add what their run does."""
+
+    def __init__(
+        self,
+        store: Store,
+        domain: Domain,
+        run_id: int,
+        *,
+        student: ChatModel,
+        customer: ChatModel,
+        judge: ChatModel,
+        budget: Budget,
+        cache: bool,
+        concurrency: int,
+        max_turns: int | None,
+        per_model_concurrency: int | None = None,
+        cache_store: Store | None = None,
+        reporter: Reporter | None = None,
+    ) -> None:
+        self.store = store
+        self.domain = domain
+        self.run_id = run_id
+        self.max_turns = max_turns
+        self.reporter: Reporter = reporter or NullReporter()
+        # The cache may live in its own database, shared by runs on different libraries.
+        self.ledger = Ledger(
+            store,
+            run_id,
+            budget,
+            cache=ResponseCache(cache_store or store) if cache else None,
+            per_model_concurrency=per_model_concurrency,
+            write_batch=RUN_WRITE_BATCH,
+        )
+        self.student = Student(self.ledger.wrap(student, "student"), domain)
+        self.customer = Customer(self.ledger.wrap(customer, "customer"), domain)
+        self.judge = Judge(self.ledger.wrap(judge, "judge"), domain)
+        self._sem = asyncio.Semaphore(max(1, concurrency))
+
+    async def _all(self, aws: Sequence[Awaitable[T]]) -> list[T]:
+        return await run_all(aws, self._sem)
+
+    def _failure(
+        self,
+        what: str,
+        exc: BaseException,
+        *,
+        kind: EventKind = "failure",
+        round_no: int | None = None,
+        **detail: Any,
+    ) -> None:
+        """Record a failed step as an event (with a structured-output error's attempts) and say so."""
+        detail = {k: v for k, v in detail.items() if v is not None}
+        for attr in ("attempts", "last_output", "last_error"):
+            if hasattr(exc, attr):
+                detail[attr] = getattr(exc, attr)
+        self.ledger.event(kind, f"{what}: {one_line(exc)}", round=round_no, detail=detail)
+        self.reporter.log(f"failure {what}: {one_line(exc)}", style="warning")
+
+    async def _simulate(
+        self,
+        scenario: Scenario,
+        *,
+        seed: int,
+        sample: int,
+        condition: str,
+        strategies: Sequence[StrategyText] | StrategyPicker,
+        round_no: int | None,
+        candidate_id: int | None = None,
+    ) -> Dialogue:
+        """One dialogue, stored as soon as it ends; one that a model error ended is recorded."""
+        d = await simulate(
+            scenario,
+            self.domain,
+            self.student,
+            self.customer,
+            seed=seed,
+            sample=sample,
+            condition=condition,
+            strategies=strategies,
+            max_turns=self.max_turns,
+        )
+        d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
+        if d.error:
+            self.ledger.event(
+                "failure",
+                f"dialogue {d.id} ended by a model error",
+                round=round_no,
+                detail={"dialogue_id": d.id, "error": d.error},
+            )
+        return d
+
+    async def _judge_dialogue(
+        self, scenario: Scenario, d: Dialogue, *, seed: int, round_no: int | None
+    ) -> Scored:
+        """The dialogue with its stored judgement, or with None when it could not be judged."""
+        if d.error:
+            return Scored(d, None)
+        try:
+            j = await self.judge.judge(scenario, d, seed=seed)
+        except ModelError as exc:
+            self._failure(
+                f"judging dialogue {d.id}", exc, kind="judge_failure", round_no=round_no, dialogue_id=d.id
+            )
+            return Scored(d, None)
+        return Scored(d, self.store.add_judgement(j))
