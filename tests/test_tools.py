@@ -57,6 +57,13 @@ def test_mcp_command_string_is_split_like_a_shell():
     assert config.describe() == "python 'my server.py' --port 3"
 
 
+def test_mcp_url_is_named_without_credentials_or_query():
+    config = McpServerConfig(
+        url="https://bot:s3cret@tools.example/mcp?token=abc", isolation="reset", reset_tool="r"
+    )
+    assert config.describe() == "https://tools.example/mcp"
+
+
 @pytest.mark.parametrize(
     ("data", "message"),
     [

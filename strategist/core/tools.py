@@ -10,6 +10,7 @@ import re
 import shlex
 from collections.abc import Mapping
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -126,8 +127,12 @@ class McpServerConfig(BaseModel):
         return self
 
     def describe(self) -> str:
-        """The server as named in messages: its command line or its url."""
-        return shlex.join(self.command) if self.command is not None else str(self.url)
+        """The server as named in messages: its command line, or its url without credentials
+        or query (either may hold a token)."""
+        if self.command is not None:
+            return shlex.join(self.command)
+        url = urlsplit(str(self.url))
+        return urlunsplit((url.scheme, url.netloc.rpartition("@")[2], url.path, "", ""))
 
 
 class ToolsConfig(BaseModel):
