@@ -321,6 +321,11 @@ async def test_python_list_is_shared_by_every_session(tools_module):
     async with env, env.session("d1") as first, env.session("d2") as second:
         assert first is second
         assert (await first.call("cancel", {"order_id": "#1"})).content == "cancelled #1"
+    with pytest.raises(
+        ToolsUnavailableError, match=r"^tools for shop: python .*: the tool environment is closed"
+    ):
+        async with env.session("d3"):
+            pass
 
 
 @pytest.mark.parametrize(
@@ -373,6 +378,7 @@ async def test_scripted_toolset_checks_arguments_and_records_every_call():
     assert [s.to_openai() for s in await tools.list_tools()] == [LOOKUP]
     ok = await tools.call("lookup", {"order_id": "#1"})
     assert ok.content == '{"order_id":"#1","status":"pending"}'
+    assert ok.to_openai("call_1") == {"role": "tool", "tool_call_id": "call_1", "content": ok.content}
     bad = await tools.call("lookup", {"order": "#1"})
     assert bad.error is not None and "'order_id' is a required property" in bad.error
     tools.on("lookup", RuntimeError("database down"))  # an exception is raised by every call

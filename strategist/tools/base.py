@@ -16,7 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
@@ -42,6 +42,10 @@ class ToolResult(BaseModel):
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def to_openai(self, tool_call_id: str) -> dict[str, str]:
+        """The result as the OpenAI ``tool`` message that answers the call ``tool_call_id``."""
+        return {"role": "tool", "tool_call_id": tool_call_id, "content": self.content}
 
     @classmethod
     def failure(cls, error: str, latency_ms: float = 0.0) -> ToolResult:
@@ -71,7 +75,7 @@ class Toolset(abc.ABC):
     async def aclose(self) -> None:  # noqa: B027 - optional hook, most toolsets hold nothing
         """Release what the toolset holds. Safe to call twice."""
 
-    async def __aenter__(self) -> Toolset:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -242,7 +246,7 @@ class ToolEnvironment(abc.ABC):
     async def aclose(self) -> None:
         """Stop everything the environment started. Safe to call twice."""
 
-    async def __aenter__(self) -> ToolEnvironment:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 

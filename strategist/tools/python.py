@@ -211,6 +211,7 @@ class PythonEnvironment(ToolEnvironment):
         self.name = f"python '{target}'"
         self.call_timeout = call_timeout
         self._local: LocalEnvironment | None = None
+        self._closed = False
 
     def _toolset(self, functions: Any) -> FunctionToolset:
         functions = _check_functions(functions, target=self.target, source=self.source)
@@ -229,6 +230,8 @@ class PythonEnvironment(ToolEnvironment):
         return self._toolset(functions)
 
     async def start(self) -> None:
+        if self._closed:
+            raise ToolsUnavailableError(self.source, f"{self.name}: the tool environment is closed")
         if self._local is None:
             found = load_target(self.target, source=self.source)
             if isinstance(found, list | tuple):
@@ -255,5 +258,6 @@ class PythonEnvironment(ToolEnvironment):
         return self._session(key)
 
     async def aclose(self) -> None:
+        self._closed = True
         if self._local is not None:
             await self._local.aclose()
