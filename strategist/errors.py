@@ -55,6 +55,16 @@ class ModelUnavailableError(StrategistError):
         super().__init__(f"model {model}: {message}")
 
 
+class ToolsUnavailableError(StrategistError):
+    """A domain's tools cannot be used at all: the server will not start, the module will not
+    import, the connection died. A problem with one tool call is not this: it becomes an error
+    result the model sees."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        super().__init__(_single_line(f"tools for {source}: {message}"))
+
+
 class StructuredOutputError(ModelError):
     """A model kept returning output that does not validate, after every re-ask."""
 

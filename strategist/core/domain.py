@@ -7,6 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .tools import ToolsConfig
+
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
 Difficulty = Literal["easy", "medium", "hard"]
 Origin = Literal["generated", "imported", "harvested"]
@@ -97,6 +99,7 @@ class Domain(BaseModel):
     success_criteria: SuccessCriteria = Field(default_factory=SuccessCriteria)
     max_turns: int = Field(default=6, ge=1, le=50)
     stop_marker: str = Field(default=DEFAULT_STOP_MARKER, min_length=3)
+    tools: ToolsConfig | None = None
 
     @field_validator("persona_dimensions")
     @classmethod
