@@ -8,8 +8,7 @@ from sqlmodel import SQLModel
 
 import strategist.store.tables as tables
 from strategist.errors import StrategistError
-from strategist.store import Store, migrations
-from strategist.store import make_engine
+from strategist.store import Store, make_engine, migrations
 
 ALL_MIGRATIONS = [name for name, _ in migrations.MIGRATIONS]
 assert ALL_MIGRATIONS[0] == "m001_initial"

@@ -348,8 +348,7 @@ def test_the_query_plan_goes_from_narrow_to_wide():
 def test_strategies_stored_before_the_index_existed_are_indexed(tmp_path, northwind):
     from datetime import UTC, datetime
 
-    from strategist.store import Store, migrations
-    from strategist.store import make_engine
+    from strategist.store import Store, make_engine, migrations
 
     path = tmp_path / "old.db"
     engine = make_engine(path)

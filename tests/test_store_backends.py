@@ -30,8 +30,7 @@ from strategist.core.dialogue import CheckResult, Dialogue, Judgement, RubricRes
 from strategist.core.gate import GateConfig
 from strategist.engine.grow import GrowConfig, Grower
 from strategist.errors import NotFoundError, StrategistError
-from strategist.store import Store, migrations
-from strategist.store import make_engine
+from strategist.store import Store, make_engine, migrations
 from strategist.store.tables import (
     CandidateRow,
     DialogueRow,
