@@ -86,6 +86,10 @@ def variables(domain, scenario) -> dict[str, dict]:
             "max_strategies": 2,
         },
         "structured_output.j2": {"schema": '{"type":"object"}'},
+        "tools_prompted.j2": {
+            "system": "You are the agent.",
+            "tools": [{"name": "get_order", "params": "order_id: string", "description": "Look one up."}],
+        },
         "reask.j2": {"error": "a: field required"},
     }
 

@@ -216,15 +216,25 @@ def print_eval(r: dict[str, Any]) -> None:
         f"{r['strategies_available']} strategies" + (" (pending included)" if r["include_pending"] else "")
     )
     k = r["samples"]
+    actions = any(c.get("action_pass_rate") is not None for c in r["conditions"])
     table(
         "per condition",
-        ["condition", "dialogues", "mean score", "check pass rate", "pass rate", f"pass^{k}"],
+        [
+            "condition",
+            "dialogues",
+            "mean score",
+            "check pass rate",
+            *(["action pass rate"] if actions else []),
+            "pass rate",
+            f"pass^{k}",
+        ],
         [
             (
                 c["condition"],
                 c["dialogues"],
                 _f(c["mean_score"]),
                 _f(c["check_pass_rate"]),
+                *([_f(c.get("action_pass_rate"))] if actions else []),
                 _f(c["pass_rate"]),
                 _f(c["pass_hat_k"]),
             )

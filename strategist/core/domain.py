@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -57,23 +58,85 @@ def _check_from_str(value: Any) -> Any:
 CheckIn = Annotated[Check, BeforeValidator(_check_from_str)]
 
 
+class ActionCheck(BaseModel):
+    """A tool call the agent must make (``actions``) or must not make (``forbidden_actions``): the
+    tool's name and the arguments that must match; arguments not listed may be anything."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1)
+    arguments: dict[str, Any] = Field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def label(self) -> str:
+        if self.description:
+            return self.description
+        args = ", ".join(f"{k}={json.dumps(v, ensure_ascii=False)}" for k, v in self.arguments.items())
+        return f"{self.name}({args})"
+
+    def matches(self, name: str, arguments: dict[str, Any] | None) -> bool:
+        if name != self.name:
+            return False
+        if not self.arguments:
+            return True
+        if arguments is None:
+            return False
+        return all(k in arguments and same_value(v, arguments[k]) for k, v in self.arguments.items())
+
+
+def same_value(expected: Any, actual: Any) -> bool:
+    """Argument equality as a grader means it: numbers by value (1 == 1.0), objects key by key,
+    and lists of plain values in any order (item ids); everything else exactly."""
+    if isinstance(expected, bool) or isinstance(actual, bool):
+        return expected is actual if isinstance(expected, bool) and isinstance(actual, bool) else False
+    if isinstance(expected, int | float) and isinstance(actual, int | float):
+        return abs(float(expected) - float(actual)) <= 1e-9 * max(1.0, abs(float(expected)))
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return expected.keys() == actual.keys() and all(same_value(v, actual[k]) for k, v in expected.items())
+    if isinstance(expected, list) and isinstance(actual, list):
+        if len(expected) != len(actual):
+            return False
+        if all(not isinstance(v, dict | list) for v in [*expected, *actual]):
+            return sorted(map(json.dumps, expected)) == sorted(map(json.dumps, actual))
+        return all(same_value(a, b) for a, b in zip(expected, actual, strict=True))
+    return bool(expected == actual)
+
+
+def _action_from_str(value: Any) -> Any:
+    return {"name": value} if isinstance(value, str) else value
+
+
+ActionIn = Annotated[ActionCheck, BeforeValidator(_action_from_str)]
+
+
 class SuccessCriteria(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     must_say: list[CheckIn] = Field(default_factory=list)
     must_not_say: list[CheckIn] = Field(default_factory=list)
     rubric: list[str] = Field(default_factory=list)
+    # Tool calls: the expected ones (in any order unless ordered_actions) and the forbidden ones.
+    actions: list[ActionIn] = Field(default_factory=list)
+    forbidden_actions: list[ActionIn] = Field(default_factory=list)
+    ordered_actions: bool = False
 
     def merged_with(self, defaults: SuccessCriteria) -> SuccessCriteria:
         """Domain defaults first, then the scenario's own items, without repeats."""
 
         def merge(a: list[Any], b: list[Any]) -> list[Any]:
-            return list(dict.fromkeys([*a, *b]))
+            seen: dict[str, Any] = {}
+            for item in [*a, *b]:
+                seen.setdefault(item if isinstance(item, str) else item.model_dump_json(), item)
+            return list(seen.values())
 
         return SuccessCriteria(
             must_say=merge(defaults.must_say, self.must_say),
             must_not_say=merge(defaults.must_not_say, self.must_not_say),
             rubric=merge(defaults.rubric, self.rubric),
+            actions=merge(defaults.actions, self.actions),
+            forbidden_actions=merge(defaults.forbidden_actions, self.forbidden_actions),
+            ordered_actions=self.ordered_actions or defaults.ordered_actions,
         )
 
 

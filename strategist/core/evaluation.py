@@ -41,8 +41,10 @@ class Outcome:
     condition: str
     score: float
     checks_passed: int
-    checks_total: int
+    checks_total: int  # every deterministic check, the action checks among them
     dialogue_id: int | None = None
+    actions_passed: int = 0
+    actions_total: int = 0
 
     def passed(self, threshold: float) -> bool:
         """Success: every deterministic check passed and the score reached the threshold."""
@@ -58,6 +60,7 @@ class ConditionSummary:
     pass_rate: float | None  # share of dialogues that passed
     pass_hat_k: float | None  # the chance that all k samples of a scenario pass
     k: int
+    action_pass_rate: float | None = None  # passed action checks / all action checks (None: no actions)
 
 
 def pass_hat_k(n: int, c: int, k: int) -> float:
@@ -72,6 +75,7 @@ def summarise(outcomes: Sequence[Outcome], condition: str, k: int, threshold: fl
     if not mine:
         return ConditionSummary(condition, 0, None, None, None, None, k)
     checks = sum(o.checks_total for o in mine)
+    actions = sum(o.actions_total for o in mine)
     by_scenario: dict[int, list[Outcome]] = {}
     for o in mine:
         by_scenario.setdefault(o.scenario_id, []).append(o)
@@ -88,6 +92,7 @@ def summarise(outcomes: Sequence[Outcome], condition: str, k: int, threshold: fl
         pass_rate=sum(o.passed(threshold) for o in mine) / len(mine),
         pass_hat_k=sum(per_scenario) / len(per_scenario) if per_scenario else None,
         k=k,
+        action_pass_rate=sum(o.actions_passed for o in mine) / actions if actions else None,
     )
 
 

@@ -11,12 +11,16 @@ from collections.abc import Sequence
 from dataclasses import asdict, fields
 from typing import Any
 
-from ..models.base import Completion, Message, Sampling, TokenLogprobs
+from ..models.base import Completion, Message, Sampling, TokenLogprobs, ToolCallRequest, ToolParams
 from ..store import Store
 
 
-def request_key(model: str, messages: Sequence[Message], sampling: Sampling) -> str:
-    payload = {"model": model, "messages": list(messages), "sampling": _fields(sampling)}
+def request_key(
+    model: str, messages: Sequence[Message], sampling: Sampling, tools: ToolParams | None = None
+) -> str:
+    payload: dict[str, Any] = {"model": model, "messages": list(messages), "sampling": _fields(sampling)}
+    if tools is not None:  # absent without tools: keys of requests without tools stay as they were
+        payload["tools"] = tools.request_fields()
     return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
 
 
@@ -33,6 +37,7 @@ def completion_to_dict(c: Completion) -> dict[str, Any]:
 
 def completion_from_dict(d: dict[str, Any]) -> Completion:
     logprobs = d.get("logprobs")
+    calls = d.get("tool_calls")
     return Completion(
         text=d["text"],
         model=d["model"],
@@ -41,6 +46,8 @@ def completion_from_dict(d: dict[str, Any]) -> Completion:
         logprobs=[TokenLogprobs(**t) for t in logprobs] if logprobs is not None else None,
         latency_ms=float(d.get("latency_ms", 0.0)),
         cache_hit=True,
+        tool_calls=[ToolCallRequest(**c) for c in calls] if calls is not None else None,
+        finish_reason=d.get("finish_reason"),
     )
 
 
@@ -56,9 +63,11 @@ class ResponseCache:
         # another process stores meanwhile is not seen (that request is simply made again).
         self._keys: dict[str, set[str]] = {}
 
-    def key(self, model: str, messages: Sequence[Message], sampling: Sampling) -> str:
+    def key(
+        self, model: str, messages: Sequence[Message], sampling: Sampling, tools: ToolParams | None = None
+    ) -> str:
         """The key for the next occurrence of this exact request in this run."""
-        base = request_key(model, messages, sampling)
+        base = request_key(model, messages, sampling, tools)
         n = self._seen[base]
         self._seen[base] += 1
         return hashlib.sha256(f"{base}:{n}".encode()).hexdigest()

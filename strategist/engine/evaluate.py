@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from ..core.dialogue import StrategyText, Turn
 from ..core.domain import Domain, Scenario
@@ -16,6 +16,7 @@ from ..errors import StrategistError, one_line
 from ..models.base import ChatModel
 from ..roles.student import agent_messages
 from ..store import Store
+from ..tools.base import ToolEnvironment
 from .ledger import Budget
 from .runner import Reporter, Runner
 
@@ -31,6 +32,8 @@ class EvalConfig:
     max_turns: int | None = None
     pass_threshold: float = 0.8
     include_pending: bool = False
+    limit: int | None = None  # only the first N scenarios of the split, by id (a quick trial)
+    max_tool_steps: int | None = None  # tool steps per agent turn (default: the domain's tools.max_steps)
     concurrency: int = 1
     cache: bool = True
     budget: Budget = field(default_factory=Budget)
@@ -95,6 +98,7 @@ class Evaluator(Runner):
         config: EvalConfig,
         reporter: Reporter | None = None,
         cache_store: Store | None = None,
+        tools: ToolEnvironment | Literal["domain"] | None = "domain",
     ) -> None:
         models = {"student": student.name, "customer": customer.name, "judge": judge.name}
         super().__init__(
@@ -110,6 +114,8 @@ class Evaluator(Runner):
             max_turns=config.max_turns,
             cache_store=cache_store,
             reporter=reporter,
+            tools=tools,
+            max_tool_steps=config.max_tool_steps,
         )
         self.config = config
         self.library = library
@@ -140,13 +146,24 @@ class Evaluator(Runner):
         j = (await self._judge_dialogue(scenario, d, seed=seed, round_no=None)).judgement
         if j is None:
             return None
+        actions = [c for c in j.checks if c.is_action]
         return Outcome(
-            scenario.id, sample, condition, j.score, sum(c.passed for c in j.checks), len(j.checks), d.id
+            scenario.id,
+            sample,
+            condition,
+            j.score,
+            sum(c.passed for c in j.checks),
+            len(j.checks),
+            d.id,
+            actions_passed=sum(c.passed for c in actions),
+            actions_total=len(actions),
         )
 
     async def run(self) -> EvalResult:
         start = time.perf_counter()
         scenarios = self.store.list_scenarios(self.domain.id, split=self.config.split)
+        if self.config.limit is not None:
+            scenarios = scenarios[: self.config.limit]
         if not scenarios:
             raise StrategistError(
                 f"domain '{self.domain.id}' has no {self.config.split} scenarios "
@@ -155,11 +172,14 @@ class Evaluator(Runner):
         jobs = [(s, k, c) for s in scenarios for k in range(self.config.samples) for c in CONDITIONS]
         self.reporter.stage(f"evaluating {len(scenarios)} {self.config.split} scenarios", len(jobs))
         try:
+            await self._open_tools()
             results = await self._all([self._one(s, k, c) for s, k, c in jobs])
         except BaseException as exc:
             self.ledger.flush()
             self.store.finish_run(self.run_id, "failed", {}, stop_reason=one_line(exc))
             raise
+        finally:
+            await self._close_tools()
         outcomes = [o for o in results if o is not None]
         result = self._result(scenarios, outcomes, time.perf_counter() - start)
         self.store.finish_run(self.run_id, "completed", result.as_dict())

@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ..core.cells import CellStats, pick_cells
 from ..core.dialogue import Dialogue, StrategyText
@@ -29,6 +29,7 @@ from ..models.base import ChatModel
 from ..roles import Teacher
 from ..store import Store
 from ..store.tables import CandidateRow
+from ..tools.base import ToolEnvironment
 from .ledger import Budget
 from .runner import NullReporter, Reporter, Runner, Scored
 
@@ -53,6 +54,8 @@ class GrowConfig:
     per_model_concurrency: int | None = None  # calls in flight per model name, across roles
     cache: bool = True  # replay identical requests from the response cache
     max_turns: int | None = None  # cap on agent turns per dialogue, over the scenario's own limit
+    max_tool_steps: int | None = None  # tool steps per agent turn (default: the domain's tools.max_steps)
+    limit: int | None = None  # only the first N training scenarios (by id) are worked on
     gate: GateConfig = field(default_factory=GateConfig)
     budget: Budget = field(default_factory=Budget)
 
@@ -116,6 +119,7 @@ class Grower(Runner):
         *,
         resume_run: int | None = None,
         cache_store: Store | None = None,
+        tools: ToolEnvironment | Literal["domain"] | None = "domain",
     ) -> None:
         if resume_run is None:
             run_id = store.start_run(domain.id, "grow", _config_dict(config, models))
@@ -136,6 +140,8 @@ class Grower(Runner):
             per_model_concurrency=config.per_model_concurrency,
             cache_store=cache_store,
             reporter=reporter,
+            tools=tools,
+            max_tool_steps=config.max_tool_steps,
         )
         self.config = config
         self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
@@ -207,6 +213,7 @@ class Grower(Runner):
         status: RunStatus = "completed"
         reason: str | None = None
         try:
+            await self._open_tools()
             for round_no in range(1, self.config.rounds + 1):
                 self.reporter.log(f"round {round_no}/{self.config.rounds}", style="heading")
                 await self._round(round_no)
@@ -224,6 +231,8 @@ class Grower(Runner):
                 stop_reason=one_line(exc),
             )
             raise
+        finally:
+            await self._close_tools()
         summary = self._summary(start, status, reason)
         if summary.dialogues and not self.store.run_counts(self.run_id)["judged"]:
             # Every dialogue failed (a wrong api_base, an unsupported json_mode, ...): say so.
@@ -306,6 +315,11 @@ class Grower(Runner):
             self.reporter.advance()
         return made
 
+    def _train(self) -> list[Scenario]:
+        """The training scenarios this run may use (the first ``limit`` by id, if set)."""
+        train = self.store.list_scenarios(self.domain.id, split="train")
+        return train[: self.config.limit] if self.config.limit is not None else train
+
     def _working_set(self, round_no: int, new: list[Scenario]) -> list[Scenario]:
         """The new scenarios, topped up with existing training ones: never-run first, then weakest.
 
@@ -321,11 +335,7 @@ class Grower(Runner):
         current = self.store.run_scenario_ids(self.run_id, selection, round_no=round_no)
         scores = self.store.scenario_scores(self.domain.id)
         new_ids = {s.id for s in new}
-        pool = [
-            s
-            for s in self.store.list_scenarios(self.domain.id, split="train")
-            if s.id not in new_ids and s.id not in earlier
-        ]
+        pool = [s for s in self._train() if s.id not in new_ids and s.id not in earlier]
         pool.sort(
             key=lambda s: (s.id not in current, s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id)
         )
@@ -348,7 +358,7 @@ class Grower(Runner):
         student_reply = d.student_turns[k - 1].content
         seed = derive_seed(self.config.seed, "coach", scenario.id, round_no)
         try:
-            reference = await self.teacher.reference_reply(prefix, seed=seed)
+            reference = await self.teacher.reference_reply(prefix, seed=seed, tools=self.tool_params)
             proposals = await self.teacher.propose(
                 scenario,
                 prefix,
@@ -403,7 +413,7 @@ class Grower(Runner):
     # -- step 3: the gate ------------------------------------------------------------------
     def _gate_scenarios(self, source: Scenario) -> tuple[list[Scenario], list[Scenario]]:
         cfg = self.config.gate
-        train = [s for s in self.store.list_scenarios(self.domain.id, split="train") if s.id != source.id]
+        train = [s for s in self._train() if s.id != source.id]
         rng = random.Random(derive_seed(self.config.seed, "gate", source.id))
         same = [s for s in train if s.intent == source.intent]
         other = [s for s in train if s.intent != source.intent]

@@ -19,7 +19,7 @@ from typing import Any
 
 from ..core.runs import EventKind
 from ..errors import BudgetExceeded, one_line
-from ..models.base import ChatModel, Completion, Message, Sampling
+from ..models.base import ChatModel, Completion, Message, Sampling, ToolParams
 from ..store import Store
 from ..store.tables import utcnow
 from .cache import ResponseCache
@@ -167,9 +167,11 @@ class LedgeredModel(ChatModel):
         self.ledger = ledger
         self.name = inner.name
 
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+    async def complete(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> Completion:
         cache = self.ledger.cache
-        key = cache.key(self.name, messages, sampling or Sampling()) if cache is not None else None
+        key = cache.key(self.name, messages, sampling or Sampling(), tools) if cache is not None else None
         if cache is not None and key is not None:
             hit = cache.get(key, self.name)
             if hit is not None:
@@ -179,7 +181,7 @@ class LedgeredModel(ChatModel):
             self.ledger.check()
             start = time.perf_counter()
             try:
-                c = await self.inner.complete(messages, sampling)
+                c = await self.inner.complete(messages, sampling, tools)
             except Exception as exc:
                 latency = (time.perf_counter() - start) * 1000
                 self.ledger.record(self.role, self.name, None, latency, one_line(exc))

@@ -5,21 +5,24 @@ recording every failure as an event instead of raising it."""
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from ..core.dialogue import Dialogue, Judgement, StrategyText
+from ..core.dialogue import Dialogue, Judgement, StrategyText, Turn
 from ..core.domain import Domain, Scenario
 from ..core.runs import EventKind
-from ..errors import ModelError, one_line
-from ..models.base import ChatModel
+from ..core.tools import ToolSpec
+from ..errors import ModelError, ToolsUnavailableError, one_line
+from ..models.base import ChatModel, ToolParams
 from ..roles import Customer, Judge, Student
 from ..store import Store
+from ..tools.base import ToolEnvironment, Toolset
 from .cache import ResponseCache
 from .concurrency import run_all
 from .ledger import RUN_WRITE_BATCH, Budget, Ledger
-from .simulate import StrategyPicker, simulate
+from .simulate import DEFAULT_TOOL_STEPS, StrategyPicker, simulate
 
 T = TypeVar("T")
 ReportStyle = Literal["", "heading", "warning", "success"]
@@ -52,6 +55,15 @@ class Scored:
     judgement: Judgement | None
 
 
+def tools_for(domain: Domain) -> ToolEnvironment | None:
+    """The environment of the domain's tools (nothing starts yet), or None without tools."""
+    if domain.tools is None:
+        return None
+    from ..tools import environment_from_config
+
+    return environment_from_config(domain.tools, source=f"domain '{domain.id}'")
+
+
 class Runner:
     """The parts of a run every command needs. Subclasses add what their run does."""
 
@@ -71,6 +83,8 @@ class Runner:
         per_model_concurrency: int | None = None,
         cache_store: Store | None = None,
         reporter: Reporter | None = None,
+        tools: ToolEnvironment | Literal["domain"] | None = "domain",
+        max_tool_steps: int | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
@@ -90,6 +104,27 @@ class Runner:
         self.customer = Customer(self.ledger.wrap(customer, "customer"), domain)
         self.judge = Judge(self.ledger.wrap(judge, "judge"), domain)
         self._sem = asyncio.Semaphore(max(1, concurrency))
+        # The domain's tools (its pack's tools: section) unless the caller brings an environment.
+        if tools == "domain":
+            tools = tools_for(domain)
+        self.tools: ToolEnvironment | None = tools
+        config = domain.tools
+        self.max_tool_steps = max_tool_steps or (config.max_steps if config else DEFAULT_TOOL_STEPS)
+        self.tool_specs: list[ToolSpec] = []
+
+    async def _open_tools(self) -> None:
+        """Start the tool servers (a one-line ToolsUnavailableError if they cannot start)."""
+        if self.tools is not None:
+            await self.tools.start()
+            self.tool_specs = await self.tools.list_tools()
+
+    async def _close_tools(self) -> None:
+        if self.tools is not None:
+            await self.tools.aclose()
+
+    @property
+    def tool_params(self) -> ToolParams | None:
+        return ToolParams(tuple(s.to_openai() for s in self.tool_specs)) if self.tool_specs else None
 
     async def _all(self, aws: Sequence[Awaitable[T]]) -> list[T]:
         return await run_all(aws, self._sem)
@@ -123,17 +158,44 @@ class Runner:
         candidate_id: int | None = None,
     ) -> Dialogue:
         """One dialogue, stored as soon as it ends; one that a model error ended is recorded."""
-        d = await simulate(
-            scenario,
-            self.domain,
-            self.student,
-            self.customer,
-            seed=seed,
-            sample=sample,
-            condition=condition,
-            strategies=strategies,
-            max_turns=self.max_turns,
-        )
+
+        async def run(toolset: Toolset | None) -> Dialogue:
+            return await simulate(
+                scenario,
+                self.domain,
+                self.student,
+                self.customer,
+                seed=seed,
+                sample=sample,
+                condition=condition,
+                strategies=strategies,
+                max_turns=self.max_turns,
+                tools=toolset,
+                tool_specs=self.tool_specs,
+                max_tool_steps=self.max_tool_steps,
+            )
+
+        if self.tools is None:
+            d = await run(None)
+        else:
+            # A state of its own for every dialogue; the key only has to be unique.
+            where = f"{condition}/{scenario.id}/{sample}/{candidate_id}"
+            key = f"strategist/{self.run_id}/{where}/{uuid.uuid4().hex[:12]}"
+            try:
+                async with self.tools.session(key) as toolset:
+                    d = await run(toolset)
+            except ToolsUnavailableError as exc:
+                d = Dialogue(
+                    scenario_id=scenario.id,
+                    seed=seed,
+                    sample=sample,
+                    condition=condition,
+                    turns=[Turn(role="customer", content=scenario.opening)],
+                    ended_by="error",
+                    error=one_line(exc),
+                    student_model=self.student.model.name,
+                    customer_model=self.customer.model.name,
+                )
         d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
         if d.error:
             self.ledger.event(

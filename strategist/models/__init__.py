@@ -10,8 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs
-from .scripted import Call, FunctionModel, ScriptedModel
+from .base import (
+    ChatModel,
+    Completion,
+    Message,
+    Sampling,
+    TokenLogprobs,
+    ToolCallDelta,
+    ToolCallRequest,
+    ToolParams,
+)
+from .scripted import Call, FunctionModel, ScriptedModel, tool_call, tool_calls
 
 __all__ = [
     "Call",
@@ -22,8 +31,13 @@ __all__ = [
     "Sampling",
     "ScriptedModel",
     "TokenLogprobs",
+    "ToolCallDelta",
+    "ToolCallRequest",
+    "ToolParams",
     "register_model",
     "resolve_model",
+    "tool_call",
+    "tool_calls",
     "unregister_model",
 ]
 

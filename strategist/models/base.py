@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import abc
+import json
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# Messages are plain OpenAI-style dicts: {"role": "system" | "user" | "assistant", "content": "..."}.
-Message = dict[str, str]
+# Messages are plain OpenAI-style dicts: {"role": "system" | "user" | "assistant" | "tool",
+# "content": "..."}, an assistant message may carry "tool_calls", a tool message "tool_call_id".
+Message = dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,69 @@ def sampling_kwargs(s: Sampling) -> dict[str, Any]:
     return kwargs
 
 
+@dataclass(frozen=True)
+class ToolParams:
+    """The tools a request offers the model, as OpenAI's chat API takes them."""
+
+    tools: tuple[dict[str, Any], ...]  # OpenAI tool dicts: {"type": "function", "function": {...}}
+    choice: str | dict[str, Any] | None = None  # tool_choice: "auto", "none", "required" or a named tool
+    parallel: bool | None = None  # parallel_tool_calls
+
+    @property
+    def names(self) -> list[str]:
+        return [str(t.get("function", {}).get("name", "")) for t in self.tools]
+
+    def request_fields(self) -> dict[str, Any]:
+        """The request's tool fields, for any OpenAI-compatible API."""
+        out: dict[str, Any] = {"tools": [dict(t) for t in self.tools]}
+        if self.choice is not None:
+            out["tool_choice"] = self.choice
+        if self.parallel is not None:
+            out["parallel_tool_calls"] = self.parallel
+        return out
+
+
+@dataclass(frozen=True)
+class ToolCallRequest:
+    """One tool call a model asked for: its id, the tool's name, and the arguments as the model
+    wrote them (JSON text, possibly malformed: executing it decides)."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def as_openai(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "type": "function",
+            "function": {"name": self.name, "arguments": self.arguments},
+        }
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a tool call while a reply streams (OpenAI's ``delta.tool_calls`` item)."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def as_openai(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"index": self.index}
+        if self.id is not None:
+            out["id"] = self.id
+            out["type"] = "function"
+        function: dict[str, Any] = {"arguments": self.arguments}
+        if self.name is not None:
+            function["name"] = self.name
+        out["function"] = function
+        return out
+
+
+StreamPiece = str | ToolCallDelta
+
+
 @dataclass
 class TokenLogprobs:
     """One generated token with the log-probabilities of its top alternatives."""
@@ -56,6 +121,9 @@ class Completion:
     cache_hit: bool = False
     # What the provider charged, where known (litellm's price table); None when unknown.
     cost_usd: float | None = None
+    # The tools the model asked to call instead of (or besides) replying; None when it called none.
+    tool_calls: list[ToolCallRequest] | None = None
+    finish_reason: str | None = None
 
     @property
     def total_tokens(self) -> int:
@@ -69,19 +137,25 @@ class ChatModel(abc.ABC):
     name: str = "model"
 
     @abc.abstractmethod
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
-        """Return the model's reply to ``messages``."""
+    async def complete(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> Completion:
+        """Return the model's reply to ``messages``; with ``tools``, possibly tool calls instead."""
 
     async def stream(
-        self, messages: Sequence[Message], sampling: Sampling | None = None
-    ) -> AsyncIterator[str]:
-        """Yield the reply in pieces as it is generated.
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> AsyncIterator[StreamPiece]:
+        """Yield the reply in pieces as it is generated: text, and with ``tools`` the pieces of
+        tool calls (``ToolCallDelta``).
 
-        Optional: this default yields the whole ``complete()`` text at once, so every model
+        Optional: this default yields the whole ``complete()`` reply at once, so every model
         streams; adapters whose backend streams override it.
         """
-        completion = await self.complete(messages, sampling)
-        yield completion.text
+        completion = await self.complete(messages, sampling, tools)
+        if completion.text:
+            yield completion.text
+        for i, call in enumerate(completion.tool_calls or []):
+            yield ToolCallDelta(i, call.id, call.name, call.arguments)
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens ``text`` takes in this model's prompt, or None when the tokenizer is unknown."""
@@ -98,13 +172,43 @@ class ChatModel(abc.ABC):
         return f"{type(self).__name__}({self.name!r})"
 
 
+_MESSAGE_FIELDS = ("name", "tool_call_id")
+
+
 def normalise_messages(messages: Sequence[Any]) -> list[Message]:
-    """Copy messages into plain {role, content} dicts, checking their shape."""
+    """Copy messages into plain OpenAI-style dicts, checking their shape: role and content (text),
+    plus an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` and ``name``."""
     out: list[Message] = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or "role" not in m or "content" not in m:
+        if not isinstance(m, dict) or "role" not in m or ("content" not in m and not m.get("tool_calls")):
             raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content'")
-        out.append({"role": str(m["role"]), "content": str(m["content"] or "")})
+        msg: Message = {"role": str(m["role"]), "content": str(m.get("content") or "")}
+        if m.get("tool_calls"):
+            msg["tool_calls"] = [dict(c) for c in m["tool_calls"]]
+        for key in _MESSAGE_FIELDS:
+            if m.get(key) is not None:
+                msg[key] = str(m[key])
+        out.append(msg)
+    return out
+
+
+def parse_openai_tool_calls(raw: Any) -> list[ToolCallRequest] | None:
+    """Read OpenAI-style ``message.tool_calls`` (objects or dicts) into ToolCallRequests."""
+    if not raw:
+        return None
+    out = []
+    for i, call in enumerate(raw):
+        function = get_field(call, "function") or {}
+        arguments = get_field(function, "arguments")
+        if not isinstance(arguments, str):  # some servers send an object
+            arguments = json.dumps(arguments if arguments is not None else {})
+        out.append(
+            ToolCallRequest(
+                id=str(get_field(call, "id") or f"call_{i}"),
+                name=str(get_field(function, "name") or ""),
+                arguments=arguments,
+            )
+        )
     return out
 
 

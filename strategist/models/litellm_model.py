@@ -26,9 +26,13 @@ from .base import (
     Completion,
     Message,
     Sampling,
+    StreamPiece,
+    ToolCallDelta,
+    ToolParams,
     get_field,
     normalise_messages,
     parse_openai_logprobs,
+    parse_openai_tool_calls,
     sampling_kwargs,
 )
 
@@ -174,7 +178,9 @@ class LiteLLMModel(ChatModel):
             return {"type": "json_object", "schema": schema}
         return None
 
-    def _request(self, messages: Sequence[Message], s: Sampling) -> dict[str, Any]:
+    def _request(
+        self, messages: Sequence[Message], s: Sampling, tools: ToolParams | None = None
+    ) -> dict[str, Any]:
         """The litellm call's arguments, shared by complete() and stream()."""
         kwargs: dict[str, Any] = {
             "model": self.name,
@@ -189,6 +195,8 @@ class LiteLLMModel(ChatModel):
             "drop_params": True,
             **self.extra,
         }
+        if tools is not None:
+            kwargs.update(tools.request_fields())
         if s.top_logprobs:
             kwargs["logprobs"] = True
             kwargs["top_logprobs"] = s.top_logprobs
@@ -229,9 +237,11 @@ class LiteLLMModel(ChatModel):
             raise ModelError(self.name, message) from exc
         return resp
 
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+    async def complete(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> Completion:
         s = sampling or Sampling()
-        kwargs = self._request(messages, s)
+        kwargs = self._request(messages, s, tools)
         start = time.perf_counter()
         resp = await self._call(kwargs)
         choice = resp.choices[0]
@@ -244,26 +254,40 @@ class LiteLLMModel(ChatModel):
             logprobs=parse_openai_logprobs(get_field(choice, "logprobs")) if s.top_logprobs else None,
             cost_usd=_cost(resp),
             latency_ms=(time.perf_counter() - start) * 1000,
+            tool_calls=parse_openai_tool_calls(get_field(choice.message, "tool_calls")),
+            finish_reason=get_field(choice, "finish_reason"),
         )
 
     async def stream(
-        self, messages: Sequence[Message], sampling: Sampling | None = None
-    ) -> AsyncIterator[str]:
-        """Pieces of the reply as the provider sends them (``stream=True``).
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> AsyncIterator[StreamPiece]:
+        """Pieces of the reply as the provider sends them (``stream=True``): text, and the pieces
+        of tool calls as they come (``delta.tool_calls``).
 
         Opening the stream is retried like complete(); once text has arrived, an error ends the
         stream with a ModelError (a retry would repeat text already handed out).
         """
-        kwargs = {**self._request(messages, sampling or Sampling()), "stream": True}
+        kwargs = {**self._request(messages, sampling or Sampling(), tools), "stream": True}
         kwargs.pop("logprobs", None)
         kwargs.pop("top_logprobs", None)
         resp = await self._call(kwargs)
         try:
             async for chunk in resp:
                 choices = get_field(chunk, "choices") or []
-                piece = get_field(get_field(choices[0], "delta"), "content") if choices else None
+                delta = get_field(choices[0], "delta") if choices else None
+                if delta is None:
+                    continue
+                piece = get_field(delta, "content")
                 if piece:
                     yield piece
+                for call in get_field(delta, "tool_calls") or []:
+                    function = get_field(call, "function") or {}
+                    yield ToolCallDelta(
+                        index=int(get_field(call, "index", 0) or 0),
+                        id=get_field(call, "id"),
+                        name=get_field(function, "name"),
+                        arguments=get_field(function, "arguments") or "",
+                    )
         except Exception as exc:
             raise ModelError(self.name, redact_secrets(one_line(exc), [kwargs.get("api_key")])) from exc
 

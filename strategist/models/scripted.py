@@ -1,18 +1,21 @@
 """Models for tests, shipped in the package so users can test their own bots offline.
 
 ``ScriptedModel`` answers from a queue and records every call; ``FunctionModel`` answers by
-calling a function of the messages. Neither touches a network.
+calling a function of the messages. Neither touches a network. Either can call tools: reply with
+``tool_call("get_order", {"order_id": "W1"})`` (or a Completion carrying ``tool_calls``).
 """
 
 from __future__ import annotations
 
 import inspect
+import json
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..errors import ModelError
-from .base import ChatModel, Completion, Message, Sampling, normalise_messages
+from .base import ChatModel, Completion, Message, Sampling, ToolCallRequest, ToolParams, normalise_messages
 
 Reply = str | Completion | BaseException
 
@@ -23,14 +26,19 @@ class Call:
 
     messages: list[Message]
     sampling: Sampling
+    tools: ToolParams | None = None
 
     @property
     def system(self) -> str:
-        return next((m["content"] for m in self.messages if m["role"] == "system"), "")
+        return next((str(m["content"]) for m in self.messages if m["role"] == "system"), "")
 
     @property
     def last(self) -> str:
-        return self.messages[-1]["content"] if self.messages else ""
+        return str(self.messages[-1]["content"]) if self.messages else ""
+
+    @property
+    def tool_names(self) -> list[str]:
+        return self.tools.names if self.tools else []
 
 
 def _estimate_tokens(text: str) -> int:
@@ -38,12 +46,45 @@ def _estimate_tokens(text: str) -> int:
     return max(1, len(text) // 4)
 
 
+def tool_call(
+    name: str, arguments: Mapping[str, Any] | str | None = None, *, id: str | None = None, text: str = ""
+) -> Completion:
+    """A reply that calls one tool (arguments as a mapping, or raw text to test malformed calls)."""
+    return tool_calls((name, arguments, id), text=text)
+
+
+def tool_calls(*calls: tuple[str, Mapping[str, Any] | str | None, str | None], text: str = "") -> Completion:
+    """A reply that calls several tools: ``(name, arguments, id or None)`` each."""
+    requests = [
+        ToolCallRequest(
+            id=call_id or f"call_{i}",
+            name=name,
+            arguments=args if isinstance(args, str) else json.dumps(dict(args or {})),
+        )
+        for i, (name, args, call_id) in enumerate(calls)
+    ]
+    return Completion(text=text, model="", tool_calls=requests, finish_reason="tool_calls")
+
+
 def _as_completion(reply: Reply, name: str, messages: list[Message]) -> Completion:
     if isinstance(reply, BaseException):
         raise reply
+    prompt = sum(_estimate_tokens(str(m.get("content") or "")) for m in messages)
     if isinstance(reply, Completion):
-        return reply
-    prompt = sum(_estimate_tokens(m["content"]) for m in messages)
+        if reply.model or reply.prompt_tokens:
+            return reply
+        # A bare reply (e.g. from tool_call()): fill in what a backend would.
+        out = (
+            sum(_estimate_tokens(c.name + c.arguments) for c in reply.tool_calls or []) + len(reply.text) // 4
+        )
+        return Completion(
+            text=reply.text,
+            model=name,
+            prompt_tokens=prompt,
+            completion_tokens=max(1, out),
+            tool_calls=reply.tool_calls,
+            finish_reason=reply.finish_reason,
+        )
     return Completion(text=reply, model=name, prompt_tokens=prompt, completion_tokens=_estimate_tokens(reply))
 
 
@@ -55,9 +96,11 @@ class _Recording(ChatModel):
     def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return 0.0  # a test double costs nothing
 
-    def _record(self, messages: Sequence[Message], sampling: Sampling | None) -> list[Message]:
+    def _record(
+        self, messages: Sequence[Message], sampling: Sampling | None, tools: ToolParams | None
+    ) -> list[Message]:
         msgs = normalise_messages(messages)
-        self.calls.append(Call(msgs, sampling or Sampling()))
+        self.calls.append(Call(msgs, sampling or Sampling(), tools))
         return msgs
 
 
@@ -79,8 +122,10 @@ class ScriptedModel(_Recording):
     def pending(self) -> int:
         return len(self._queue)
 
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
-        msgs = self._record(messages, sampling)
+    async def complete(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> Completion:
+        msgs = self._record(messages, sampling, tools)
         if self._queue:
             reply = self._queue.popleft()
         elif self.default is not None:
@@ -90,19 +135,29 @@ class ScriptedModel(_Recording):
         return _as_completion(reply, self.name, msgs)
 
 
-ReplyFunction = Callable[[list[Message], Sampling], "Reply | Awaitable[Reply]"]
+ReplyFunction = Callable[..., "Reply | Awaitable[Reply]"]
 
 
 class FunctionModel(_Recording):
-    """Replies with ``fn(messages, sampling)``; ``fn`` may be sync or async."""
+    """Replies with ``fn(messages, sampling)``, or ``fn(messages, sampling, tools)`` when ``fn``
+    takes three arguments (``tools`` is the ToolParams offered, or None); sync or async."""
 
     def __init__(self, fn: ReplyFunction, *, name: str = "function") -> None:
         super().__init__(name)
         self.fn = fn
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            params = []  # type: ignore[assignment]
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        self._wants_tools = len(positional) >= 3 or any(p.kind == p.VAR_POSITIONAL for p in params)
 
-    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
-        msgs = self._record(messages, sampling)
-        result = self.fn(msgs, sampling or Sampling())
+    async def complete(
+        self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
+    ) -> Completion:
+        msgs = self._record(messages, sampling, tools)
+        s = sampling or Sampling()
+        result = self.fn(msgs, s, tools) if self._wants_tools else self.fn(msgs, s)
         if inspect.isawaitable(result):
             result = await result
         return _as_completion(result, self.name, msgs)

@@ -33,8 +33,11 @@ class Customer:
         # Many chat templates insist on user/assistant alternation starting with the user, so a
         # short cue stands in for the user before the customer's opening line.
         msgs: list[Message] = [{"role": "system", "content": system}, {"role": "user", "content": CHAT_OPENS}]
+        # The customer reads the agent's replies, never its tool calls or their results.
         msgs += [
-            {"role": "assistant" if t.role == "customer" else "user", "content": t.content} for t in turns
+            {"role": "assistant" if t.role == "customer" else "user", "content": t.content}
+            for t in turns
+            if t.role == "customer" or t.is_reply
         ]
         return msgs
 
