@@ -21,6 +21,16 @@ def eval_command(
         int, typer.Option(min=1, help="Customer seeds per scenario (the same in every condition).")
     ] = 3,
     max_turns: Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")] = None,
+    max_tool_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Tool steps per agent turn (default: the domain's tools.max_steps, else 4)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only the first N scenarios of the split (by id): a quick trial."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
     pass_threshold: Annotated[
         float,
@@ -67,6 +77,8 @@ def eval_command(
         samples=samples,
         seed=seed,
         max_turns=max_turns,
+        max_tool_steps=max_tool_steps,
+        limit=limit,
         pass_threshold=pass_threshold,
         include_pending=include_pending,
         concurrency=concurrency,

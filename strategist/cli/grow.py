@@ -43,6 +43,15 @@ def grow(
         int, typer.Option(min=1, max=3, help="Strategies proposed per weak scenario.")
     ] = 2,
     max_turns: Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")] = None,
+    max_tool_steps: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Tool steps per agent turn (default: the domain's tools.max_steps, else 4)."
+        ),
+    ] = None,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="Only the first N training scenarios (by id): a quick trial.")
+    ] = None,
     max_calls: Annotated[int | None, typer.Option(min=1, help="Stop after this many model calls.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after this many tokens.")] = None,
     max_cost: Annotated[
@@ -117,6 +126,8 @@ def grow(
             concurrency=concurrency,
             per_model_concurrency=per_model_concurrency,
             max_turns=max_turns,
+            max_tool_steps=max_tool_steps,
+            limit=limit,
             gate=GateConfig(samples=samples, variants=variants, regression=regression, threshold=threshold),
             budget=Budget(max_calls=max_calls, max_tokens=max_tokens, max_cost_usd=max_cost),
         )

@@ -145,6 +145,17 @@ class Dialogue(BaseModel):
             lines.append(f"{who}: {t.content}")
         return "\n".join(lines)
 
+    def agent_turn(self, k: int) -> list[Turn]:
+        """What the agent did in its k-th turn (1-based): its tool steps and their results, then
+        its reply."""
+        start = len(self.prefix_before_student_turn(k))
+        out: list[Turn] = []
+        for t in self.turns[start:]:
+            out.append(t)
+            if t.is_reply:
+                break
+        return out
+
     def prefix_before_student_turn(self, k: int) -> list[Turn]:
         """The turns that precede the k-th reply to the customer (1-based), tool steps of that
         turn included."""

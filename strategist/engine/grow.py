@@ -355,7 +355,11 @@ class Grower(Runner):
             return []
         k = min(max(j.weakest_turn or n_student, 1), n_student)
         prefix = d.prefix_before_student_turn(k)
-        student_reply = d.student_turns[k - 1].content
+        steps = d.agent_turn(k)
+        # With tools, the agent's turn is its calls and their results as well as its words.
+        student_reply = (
+            Dialogue(seed=0, turns=steps).transcript() if len(steps) > 1 else d.student_turns[k - 1].content
+        )
         seed = derive_seed(self.config.seed, "coach", scenario.id, round_no)
         try:
             reference = await self.teacher.reference_reply(prefix, seed=seed, tools=self.tool_params)
