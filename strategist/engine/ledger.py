@@ -161,9 +161,19 @@ class LedgeredModel(ChatModel):
         self.ledger = ledger
         self.name = inner.name
 
+    @property
+    def cache_identity(self) -> str:
+        return self.inner.cache_identity
+
     async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
         cache = self.ledger.cache
-        key = cache.key(self.name, messages, sampling or Sampling()) if cache is not None else None
+        # Keyed on what decides the answers (for a local model, its file), not on the name alone;
+        # the rows still carry the name.
+        key = (
+            cache.key(self.inner.cache_identity, messages, sampling or Sampling())
+            if cache is not None
+            else None
+        )
         if cache is not None and key is not None:
             hit = cache.get(key, self.name)
             if hit is not None:
