@@ -258,14 +258,24 @@ class LiteLLMModel(ChatModel):
         kwargs.pop("logprobs", None)
         kwargs.pop("top_logprobs", None)
         resp = await self._call(kwargs)
+        said_something = False  # a role or any content, even empty, came from the provider
         try:
             async for chunk in resp:
                 choices = get_field(chunk, "choices") or []
-                piece = get_field(get_field(choices[0], "delta"), "content") if choices else None
+                delta = get_field(choices[0], "delta") if choices else None
+                piece = get_field(delta, "content")
+                said_something = said_something or piece is not None or bool(get_field(delta, "role"))
                 if piece:
                     yield piece
         except Exception as exc:
             raise ModelError(self.name, redact_secrets(one_line(exc), [kwargs.get("api_key")])) from exc
+        # litellm ends a stream that held no event at all (a server answering stream=true with a
+        # plain JSON body, an HTML error page, nothing) with a finish chunk of its own making:
+        # nothing came from the provider, which is a broken answer, not an empty one.
+        if not said_something and not getattr(resp, "received_any_finish_reason", False):
+            raise ModelError(
+                self.name, "the streamed answer held no completion events (the server did not send SSE)"
+            )
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens by litellm's counter: the model's tokenizer where litellm knows it, else tiktoken's."""
