@@ -34,22 +34,35 @@ def init(db: DbOption = None, domain: DomainOption = None) -> None:
 
     The settings file is ./strategist.toml, or $STRATEGIST_CONFIG.
     """
+    from pathlib import Path
+
     from ..config import config_path, default_config_text, load_settings, resolve_db
-    from ..store import Store
+    from ..store import Store, database_url
     from .common import resolve_domain
 
     config = config_path()
     db_path = resolve_db(db, load_settings())
+    url = database_url(db_path)
+    name = url.split(":///", 1)[1].split("?", 1)[0] if url.startswith("sqlite") and ":///" in url else ""
+    new_file = Path(name) if name and name != ":memory:" and not Path(name).exists() else None
     store = Store.open(db_path)  # first, so a bad path leaves no half-made setup behind
-    d = resolve_domain(store, domain)
-    if config.exists():
-        console.print(f"kept existing {config}")
-    else:
-        try:
-            config.write_text(default_config_text(db_path), encoding="utf-8")
-        except OSError as exc:
-            raise StrategistError(f"{config}: cannot write: {exc.strerror}") from None
-        console.print(f"wrote {config}")
+    try:
+        d = resolve_domain(store, domain)
+        if config.exists():
+            console.print(f"kept existing {config}")
+        else:
+            try:
+                config.write_text(default_config_text(db_path), encoding="utf-8")
+            except OSError as exc:
+                raise StrategistError(f"{config}: cannot write: {exc.strerror}") from None
+            console.print(f"wrote {config}")
+    except BaseException:
+        # A bad pack, say: a database file this command created is not left behind.
+        store.close()
+        if new_file is not None:
+            for leftover in (new_file, *(new_file.with_name(new_file.name + x) for x in ("-wal", "-shm"))):
+                leftover.unlink(missing_ok=True)
+        raise
     n = len(store.list_scenarios(d.id))
     console.print(f"database {db_path}: domain '{d.id}' with {n} scenarios")
 
