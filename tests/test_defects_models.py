@@ -87,6 +87,15 @@ def test_the_cache_identity_is_the_files_content(tmp_path):
     assert Ledger().wrap(a, "judge").cache_identity == a.cache_identity
 
 
+async def test_the_same_file_under_another_name_replays_its_answers(store, tmp_path, monkeypatch):
+    model_file = _gguf(tmp_path / "m.gguf", b"the weights")
+    monkeypatch.setenv("STRATEGIST_EMBEDDED_MODEL_PATH", str(model_file))
+    text, _ = await _ask(store, _answers_with(resolve_model("embedded/smollm2"), "the answer"))
+    by_path = _answers_with(resolve_model(f"embedded/{model_file}"), "never asked")
+    text, ledger = await _ask(store, by_path)
+    assert text == "the answer" and (ledger.calls, ledger.cache_hits) == (0, 1)
+
+
 async def test_a_file_rewritten_in_place_gets_a_new_identity(store, tmp_path):
     path = _gguf(tmp_path / "m.gguf", b"version one")
     text, _ = await _ask(store, _answers_with(EmbeddedModel(path=path), "one"))
