@@ -42,7 +42,8 @@ MAX_BODY_BYTES = 1024 * 1024  # a review form is a few KB of text
 
 class BodyTooLarge(HTTPException):
     def __init__(self, limit: int) -> None:
-        super().__init__(413, f"the form is larger than this page accepts ({limit // 1024} KiB)")
+        size = f"{limit // 1024} KiB" if limit >= 1024 else f"{limit} bytes"
+        super().__init__(413, f"the form is larger than this page accepts ({size})")
 
 
 class LimitBody:
