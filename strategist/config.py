@@ -14,7 +14,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError, describe_validation_error
 
@@ -35,9 +36,29 @@ class RoleConfig(BaseModel):
     json_mode: Literal["auto", "schema", "object", "none"] = "auto"
     timeout: float = Field(default=120.0, gt=0)
     retries: int = Field(default=4, ge=0, le=20)  # for transient errors (429, 5xx, timeouts)
+    # The GGUF file an embedded model runs (relative to the working directory); default: SmolLM2's.
+    path: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _path_is_for_embedded_models(self) -> RoleConfig:
+        if self.path is not None:
+            if not self.model.startswith("embedded/"):
+                raise PydanticCustomError(
+                    "path_not_embedded",
+                    "'path' is for embedded models only (model is '{model}')",
+                    {"model": self.model},
+                )
+            if self.model.lower().endswith(".gguf"):
+                raise PydanticCustomError(
+                    "path_twice", "the model names its file already: give it in 'model' or 'path', not both"
+                )
+        return self
 
     def options(self) -> dict[str, object]:
-        return self.model_dump(exclude={"model"})
+        options = self.model_dump(exclude={"model"})
+        if options["path"] is None:  # only embedded models take one
+            del options["path"]
+        return options
 
 
 class Settings(BaseModel):
@@ -106,6 +127,8 @@ db = {json.dumps(db)}
 # domain = "northwind"
 
 # Each role picks its model: "embedded/smollm2" (in-process, no key) or any litellm name.
+# Any GGUF file runs in-process too: model = "embedded/models/my-model.gguf", or keep
+# model = "embedded/smollm2" and set path = "models/my-model.gguf".
 [roles.teacher]
 model = "{DEFAULT_MODEL}"
 # model = "openai/gpt-4o"            # reads OPENAI_API_KEY from the environment

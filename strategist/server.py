@@ -9,7 +9,10 @@ layer (litellm for any real model name). The response says which strategies were
 ``strategist`` field in the body (in the first chunk when streaming).
 
 Errors have OpenAI's shape, ``{"error": {"message", "type", "param", "code"}}``: 400 for a bad
-request, 404 for an unknown model or path, 502 when the upstream model fails, 500 otherwise.
+request, 404 for an unknown model or path, 413 for a body over ``max_request_bytes``, 502 when
+the upstream model fails, 500 otherwise. A stream that breaks after it has started ends with an
+error event of the same shape (``data: {"error": {...}}``) and ``data: [DONE]``. When the client
+disconnects, the upstream call it was waiting for is cancelled.
 
     uvicorn.run(create_app(StrategyLibrary.open("strategist.db"), resolve_model("openai/gpt-4o-mini")))
 """
@@ -17,17 +20,19 @@ request, 404 for an unknown model or path, 502 when the upstream model fails, 50
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import socket
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, one_line
@@ -40,6 +45,9 @@ STRATEGIES_HEADER = "x-strategist-strategies"
 PENDING_HEADER = "x-strategist-include-pending"
 # Parameters that change what a client expects back and that this endpoint cannot honour.
 UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call")
+DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
+CLIENT_CLOSED_REQUEST = 499  # the status logged for a request whose client left before the answer
+T = TypeVar("T")
 
 
 class ContentPart(BaseModel):
@@ -63,7 +71,7 @@ class ChatRequest(BaseModel):
 
     model: str = Field(min_length=1)
     messages: list[ChatMessage] = Field(min_length=1)
-    stream: bool = False
+    stream: StrictBool = False  # true or false only: "yes" or 1 is a mistake, not a request to stream
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
@@ -113,6 +121,89 @@ def _validation_error(exc: ValidationError) -> ApiError:
     )
 
 
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 as soon as it is known to exceed ``limit`` bytes: from
+    its Content-Length before reading any of it, else while it arrives."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        try:
+            size = int(declared)
+        except ValueError:
+            raise ApiError(400, "the Content-Length header is not a number", code="invalid_value") from None
+        if size > limit:
+            raise _too_large(limit)
+    body = bytearray()
+    async for piece in request.stream():
+        body += piece
+        if len(body) > limit:
+            raise _too_large(limit)
+    return bytes(body)
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        413, f"the request body is larger than this server accepts ({limit} bytes)", code="request_too_large"
+    )
+
+
+def _json(raw: bytes) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
+    except RecursionError:
+        raise ApiError(
+            400, "the request body is not valid JSON: nested too deeply", code="invalid_json"
+        ) from None
+
+
+class ClientGone(Exception):
+    """The client disconnected before its answer was ready."""
+
+
+async def _disconnected(request: Request) -> None:
+    """Return once the client has disconnected (the body has been read: nothing else arrives)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``, cancelling it (and raising ClientGone) if the client disconnects first: a
+    hung upstream is then neither waited for nor retried on behalf of nobody."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait((task, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+    if task.cancelled():
+        raise ClientGone()
+    return task.result()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` for uvicorn, or a one-line StrategistError when it cannot be
+    (a port in use, an address not on this machine)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise StrategistError(
+                f"port {port} on {host} is in use (another server listens there): "
+                "stop it or choose another --port"
+            ) from None
+        reason = exc.strerror or str(exc)
+        raise StrategistError(f"cannot listen on {host} port {port}: {reason}") from None
+    return sock
+
+
 def _parse(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise ApiError(400, "the request body must be a JSON object", code="invalid_value")
@@ -151,10 +242,12 @@ def create_app(
     include_pending: bool | None = None,
     system_prompt: str | None = None,
     sampling: Sampling | None = None,
+    max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
 ) -> FastAPI:
     """The FastAPI app. ``model_names``: the model names clients may ask for (404 for others);
     None accepts any name, so a bot only has to change its base URL. ``system_prompt`` is used
-    for requests that bring no system message (else the domain's policy prompt)."""
+    for requests that bring no system message (else the domain's policy prompt). A request body
+    over ``max_request_bytes`` gets 413 without being read."""
     domain_id = library.domain_id(domain)
     library.domain(domain_id)  # fail at start-up, not at the first request
     names = list(model_names) if model_names else [upstream.name]
@@ -206,12 +299,14 @@ def create_app(
         return {"status": "ok", "upstream": upstream.name, "domain": domain_id}
 
     @app.post("/v1/chat/completions", response_model=None)
-    async def chat_completions(request: Request) -> JSONResponse | StreamingResponse:
+    async def chat_completions(request: Request) -> Response:
         try:
-            body = await request.json()
-        except ValueError:
-            raise ApiError(400, "the request body is not valid JSON", code="invalid_json") from None
-        req = _parse(body)
+            return await answer(request)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; the log shows it
+
+    async def answer(request: Request) -> Response:
+        req = _parse(_json(await _read_body(request, max_request_bytes)))
         if strict and req.model not in names:
             served = ", ".join(names)
             raise ApiError(
@@ -247,7 +342,7 @@ def create_app(
         created = int(time.time())
         if not req.stream:
             try:
-                c = await upstream.complete(sent, s)
+                c = await _unless_client_leaves(request, upstream.complete(sent, s))
             except (ModelError, ModelUnavailableError) as exc:
                 raise _upstream_error(exc) from None
             finish = "length" if c.completion_tokens >= s.max_tokens else "stop"
@@ -278,12 +373,15 @@ def create_app(
         # Wait for the first piece before answering: a failing upstream still gets a proper
         # error status instead of a stream that breaks off.
         try:
-            first: str | None = await pieces.__anext__()
+            first: str | None = await _unless_client_leaves(request, pieces.__anext__())
         except StopAsyncIteration:
             first = None
         except (ModelError, ModelUnavailableError) as exc:
             await _aclose(pieces)
             raise _upstream_error(exc) from None
+        except ClientGone:
+            await _aclose(pieces)
+            raise
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
             data = {
@@ -304,8 +402,11 @@ def create_app(
                 async for piece in pieces:
                     yield chunk({"content": piece})
                 yield chunk({}, "stop")
-            except StrategistError as exc:
-                err = _upstream_error(exc) if isinstance(exc, ModelError) else ApiError(500, one_line(exc))
+            except Exception as exc:  # the status is sent already: the error goes in the stream
+                if isinstance(exc, ModelError | ModelUnavailableError):
+                    err = _upstream_error(exc)
+                else:
+                    err = ApiError(500, f"internal error: {one_line(exc)}", type="server_error")
                 yield f"data: {json.dumps(err.body)}\n\n"
             finally:
                 await _aclose(pieces)

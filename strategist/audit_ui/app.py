@@ -2,7 +2,9 @@
 dialogues, and approve / reject / retire / edit forms that carry the version the reviewer saw.
 
 Access needs the random token printed at start: ``?token=...`` on the first visit moves it into
-an HttpOnly, SameSite=Strict cookie; any request without it gets 401. Templates autoescape."""
+an HttpOnly, SameSite=Strict cookie; any request without it gets 401. Templates autoescape.
+Every error is the page's own error page: an invalid form is 400, a body over ``max_body_bytes``
+(1 MiB) is 413 and is not read past the limit."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 from urllib.parse import quote, urlsplit
 
-from fastapi import FastAPI, Form, Request
+from fastapi import FastAPI, Form, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..audit.evidence import gain_text, gate_line, pair_views, provenance_line
 from ..audit.lifecycle import STATUSES, ConflictError, ReviewRequest, TransitionError, clean_text
@@ -24,6 +28,8 @@ from ..errors import NotFoundError, StrategistError, one_line
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
     from ..audit.lifecycle import Action
     from ..store import Store
     from ..store.tables import StrategyRow
@@ -32,6 +38,44 @@ TEMPLATES = Path(__file__).parent / "templates"
 COOKIE = "strategist_audit"
 POLICY_FILTERS = ("conflict", "ok", "unchecked")
 ACTIONS: dict[str, Action] = {"approve": "approve", "reject": "reject", "retire": "retire", "edit": "edit"}
+MAX_BODY_BYTES = 1024 * 1024  # a review form is a few KB of text
+
+
+class BodyTooLarge(HTTPException):
+    def __init__(self, limit: int) -> None:
+        size = f"{limit // 1024} KiB" if limit >= 1024 else f"{limit} bytes"
+        super().__init__(413, f"the form is larger than this page accepts ({size})")
+
+
+class LimitBody:
+    """Refuse request bodies over ``limit`` bytes: at the first read when the Content-Length says so
+    (nothing is read), else as soon as the bytes read pass it. The BodyTooLarge raised where the
+    body is read becomes the error page."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        too_large = declared.isdigit() and int(declared) > self.limit
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            if too_large:
+                raise BodyTooLarge(self.limit)
+            message = await receive()
+            if message["type"] == "http.request":
+                seen += len(message.get("body", b""))
+                if seen > self.limit:
+                    raise BodyTooLarge(self.limit)
+            return message
+
+        await self.app(scope, limited, send)
 
 
 def _same(a: str, b: str) -> bool:
@@ -52,7 +96,16 @@ def _policy_state(row: StrategyRow) -> str:
     return "conflict" if row.policy_check.get("conflict") else "ok"
 
 
-def create_app(store: Store, *, token: str, reviewer: str) -> FastAPI:
+def _form_problem(exc: RequestValidationError) -> str:
+    """What is wrong with a form, field by field, without echoing what was sent."""
+    problems = []
+    for err in exc.errors()[:3]:
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        problems.append(f"{'.'.join(loc) or 'form'}: {err.get('msg', 'invalid')}")
+    return "the form is incomplete or invalid: " + "; ".join(problems)
+
+
+def create_app(store: Store, *, token: str, reviewer: str, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
     env = Environment(loader=FileSystemLoader(str(TEMPLATES)), autoescape=True, undefined=StrictUndefined)
     env.globals.update(
         policy_flag=policy_flag, policy_state=_policy_state, quote=quote, score=_score, gain=_gain
@@ -61,6 +114,21 @@ def create_app(store: Store, *, token: str, reviewer: str) -> FastAPI:
 
     def page(name: str, status_code: int = 200, **context: Any) -> HTMLResponse:
         return HTMLResponse(env.get_template(name).render(**context), status_code=status_code)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(_request: Request, exc: StarletteHTTPException) -> HTMLResponse:
+        resp = page("error.html", exc.status_code, error=f"{exc.status_code}: {exc.detail}")
+        for name, value in (exc.headers or {}).items():  # e.g. Allow on a 405
+            resp.headers[name] = value
+        return resp
+
+    @app.exception_handler(RequestValidationError)
+    async def _form_error(_request: Request, exc: RequestValidationError) -> HTMLResponse:
+        return page("error.html", 400, error=_form_problem(exc))
+
+    # Added first, so it runs inside the token check (any middleware's wrapping would turn the
+    # error it raises into an exception group) and right around the handlers that read the body.
+    app.add_middleware(LimitBody, limit=max_body_bytes)
 
     @app.middleware("http")
     async def require_token(

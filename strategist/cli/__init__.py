@@ -57,6 +57,7 @@ def init(
     db_path = db_target(db)
     file = sqlite_path(db_path)
     existed = file is None or file.exists()
+    store = None
     try:
         store = open_store(db_path, create=True)  # first, so a bad path leaves no half-made setup behind
         problem = integrity_problem(store.engine)
@@ -71,6 +72,8 @@ def init(
         else:
             name = known[0] if len(known) == 1 else ", ".join(known)
     except BaseException:
+        if store is not None:
+            store.close()
         if not existed and file is not None:
             _remove_database(file)  # a failed init leaves nothing behind
         raise

@@ -190,6 +190,9 @@ def serve(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    max_request_bytes: Annotated[
+        int, typer.Option(min=1, help="Larger request bodies get 413 without being read (default 4 MiB).")
+    ] = 4 * 1024 * 1024,
 ) -> None:
     """Serve an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models) that adds the
     right strategies to every request and forwards it to the upstream model.
@@ -201,7 +204,7 @@ def serve(
 
     from ..config import load_settings, resolve_roles
     from ..models import resolve_model
-    from ..server import create_app
+    from ..server import create_app, listen_socket
 
     library = _library(db, domain, k, budget, include_pending, template)
     cfg = resolve_roles({"student": upstream}, load_settings())["student"]
@@ -209,12 +212,29 @@ def serve(
     if api_base:
         options["api_base"] = api_base
     model = resolve_model(cfg.model, **options)
-    app = create_app(library, model, library.domain_id(), model_names=model_name, system_prompt=system_prompt)
+    app = create_app(
+        library,
+        model,
+        library.domain_id(),
+        model_names=model_name,
+        system_prompt=system_prompt,
+        max_request_bytes=max_request_bytes,
+    )
     which = "approved and PENDING" if include_pending else "approved"
     where = f"http://{host}:{port}/v1"
-    typer.echo(f"serving {where} -> {model.name}, domain '{library.domain_id()}' ({which} strategies)")
     try:
-        uvicorn.run(app, host=host, port=port, log_level=log_level)
+        # Bound here, before the app starts: a busy port is one line, not uvicorn's log and exit 3.
+        sock = listen_socket(host, port)
+        typer.echo(f"serving {where} -> {model.name}, domain '{library.domain_id()}' ({which} strategies)")
+        server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:
+            pass
+        finally:
+            sock.close()
+        if not server.started:
+            raise typer.Exit(3)  # the app failed to start; uvicorn logged why
     finally:
         library.close()
 

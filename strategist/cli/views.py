@@ -197,22 +197,31 @@ def _f(x: float | None, fmt: str = "{:.3f}") -> str:
 
 
 def _ci(p: dict[str, Any] | None) -> str:
+    from ..core.stats import MIN_PAIRS_FOR_INTERVAL
+
     if not p:
         return "–"
+    if p["n"] < MIN_PAIRS_FOR_INTERVAL:  # one pair: an "interval" would only repeat the mean
+        return f"{p['mean']:+.3f} (n too small for a CI: n={p['n']})"
     return f"{p['mean']:+.3f} [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}] (n={p['n']})"
+
+
+def _library(r: dict[str, Any]) -> str:
+    models = r["library_student_models"]
+    if models:
+        transfer = " (transfer)" if r["student_model"] not in models else ""
+        return f"library grown with {', '.join(models)}{transfer}"
+    if not r["strategies_available"]:
+        which = "approved or pending" if r["include_pending"] else "approved"
+        return f"library empty: no {which} strategies in this database"
+    return "library grown with: not recorded"
 
 
 def print_eval(r: dict[str, Any]) -> None:
     """An evaluation's result (EvalResult.as_dict())."""
-    grown = ", ".join(r["library_student_models"]) or "unknown"
-    transfer = (
-        " (transfer)"
-        if r["library_student_models"] and r["student_model"] not in r["library_student_models"]
-        else ""
-    )
     say(
         f"eval run {r['run_id']}: domain {r['domain']}, split {r['split']}, {len(r['scenarios'])} scenarios "
-        f"x {r['samples']} samples; student {r['student_model']}, library grown with {grown}{transfer}; "
+        f"x {r['samples']} samples; student {r['student_model']}, {_library(r)}; "
         f"{r['strategies_available']} strategies" + (" (pending included)" if r["include_pending"] else "")
     )
     k = r["samples"]

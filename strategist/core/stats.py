@@ -8,6 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats
 
+# With fewer pairs there is no interval, only the mean: nothing to resample (paired_bootstrap).
+MIN_PAIRS_FOR_INTERVAL = 2
+
 
 @dataclass(frozen=True)
 class PairedResult:
@@ -34,7 +37,7 @@ def paired_bootstrap(
     if arr.size == 0:
         raise ValueError("no paired deltas")
     mean = float(arr.mean())
-    if arr.size < 2 or np.all(arr == arr[0]):
+    if arr.size < MIN_PAIRS_FOR_INTERVAL or np.all(arr == arr[0]):
         return PairedResult(tuple(arr.tolist()), mean, mean, mean, confidence)
     res = stats.bootstrap(
         (arr,),

@@ -167,13 +167,20 @@ class LedgeredModel(ChatModel):
         self.ledger = ledger
         self.name = inner.name
 
+    @property
+    def cache_identity(self) -> str:
+        return self.inner.cache_identity
+
     async def complete(
         self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None
     ) -> Completion:
         cache = self.ledger.cache
-        key = cache.key(self.name, messages, sampling or Sampling(), tools) if cache is not None else None
+        # Cached under what decides the answers (for a local model, its file), not the name alone;
+        # the ledger rows still carry the name.
+        ident = self.inner.cache_identity if cache is not None else self.name
+        key = cache.key(ident, messages, sampling or Sampling(), tools) if cache is not None else None
         if cache is not None and key is not None:
-            hit = cache.get(key, self.name)
+            hit = cache.get(key, ident)
             if hit is not None:
                 self.ledger.record(self.role, self.name, hit, 0.0)
                 return hit
@@ -187,7 +194,7 @@ class LedgeredModel(ChatModel):
                 self.ledger.record(self.role, self.name, None, latency, one_line(exc))
                 raise
         if cache is not None and key is not None:
-            cache.put(key, self.name, c)  # written with the ledger row that follows
+            cache.put(key, ident, c)  # written with the ledger row that follows
         self.ledger.record(self.role, self.name, c, (time.perf_counter() - start) * 1000)
         return c
 

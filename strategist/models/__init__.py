@@ -1,8 +1,10 @@
 """Models: one interface (ChatModel), adapters, and how a model name becomes a model.
 
-Names: ``embedded/smollm2`` runs in-process; a name registered with ``register_model`` (tests,
-plugins) wins; anything else goes to litellm (``openai/gpt-4o``, ``anthropic/...``,
-``openai/NAME`` with an ``api_base`` for a self-hosted OpenAI-compatible server).
+Names: ``embedded/smollm2`` runs in-process, and so does any GGUF file named
+``embedded/PATH.gguf`` (relative to the working directory, or ``embedded//abs/path.gguf``); a
+name registered with ``register_model`` (tests, plugins) wins; anything else goes to litellm
+(``openai/gpt-4o``, ``anthropic/...``, ``openai/NAME`` with an ``api_base`` for a self-hosted
+OpenAI-compatible server).
 """
 
 from __future__ import annotations
@@ -55,7 +57,8 @@ def unregister_model(name: str) -> None:
 
 
 def resolve_model(name: str, **options: Any) -> ChatModel:
-    """Turn a model name plus options (api_base, api_key_env, json_mode, timeout) into a ChatModel."""
+    """Turn a model name plus options (api_base, api_key_env, json_mode, timeout; path for an
+    embedded model) into a ChatModel."""
     if name in _registry:
         found = _registry[name]
         return found if isinstance(found, ChatModel) else found()
@@ -63,13 +66,18 @@ def resolve_model(name: str, **options: Any) -> ChatModel:
         from .embedded import EmbeddedModel
 
         variant = name[len(EMBEDDED_PREFIX) :]
-        if variant != "smollm2":
+        path = options.get("path")
+        if variant.lower().endswith(".gguf"):
+            path = variant  # the name is the file
+        elif variant != "smollm2":
             from ..errors import ModelUnavailableError
 
             raise ModelUnavailableError(
-                name, "unknown embedded model; the embedded model is 'embedded/smollm2'"
+                name,
+                "unknown embedded model; the embedded model is 'embedded/smollm2', "
+                "or a GGUF file as 'embedded/path/to/model.gguf'",
             )
-        return EmbeddedModel(name, path=options.get("path"))
+        return EmbeddedModel(name, path=path)
     from .litellm_model import LiteLLMModel
 
     return LiteLLMModel(

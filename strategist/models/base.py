@@ -136,6 +136,15 @@ class ChatModel(abc.ABC):
     #: The model's name as the user wrote it, e.g. ``embedded/smollm2`` or ``openai/gpt-4o``.
     name: str = "model"
 
+    @property
+    def cache_identity(self) -> str:
+        """What the response cache files this model's answers under, besides the request.
+
+        The name, by default. A model whose name does not pin down what answers (a local weights
+        file, which can be swapped under the same name) returns something that does.
+        """
+        return self.name
+
     @abc.abstractmethod
     async def complete(
         self, messages: Sequence[Message], sampling: Sampling | None = None, tools: ToolParams | None = None

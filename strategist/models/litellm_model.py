@@ -271,6 +271,7 @@ class LiteLLMModel(ChatModel):
         kwargs.pop("logprobs", None)
         kwargs.pop("top_logprobs", None)
         resp = await self._call(kwargs)
+        said_something = False  # a role or any content, even empty, came from the provider
         try:
             async for chunk in resp:
                 choices = get_field(chunk, "choices") or []
@@ -278,9 +279,11 @@ class LiteLLMModel(ChatModel):
                 if delta is None:
                     continue
                 piece = get_field(delta, "content")
+                said_something = said_something or piece is not None or bool(get_field(delta, "role"))
                 if piece:
                     yield piece
                 for call in get_field(delta, "tool_calls") or []:
+                    said_something = True
                     function = get_field(call, "function") or {}
                     yield ToolCallDelta(
                         index=int(get_field(call, "index", 0) or 0),
@@ -290,6 +293,13 @@ class LiteLLMModel(ChatModel):
                     )
         except Exception as exc:
             raise ModelError(self.name, redact_secrets(one_line(exc), [kwargs.get("api_key")])) from exc
+        # litellm ends a stream that held no event at all (a server answering stream=true with a
+        # plain JSON body, an HTML error page, nothing) with a finish chunk of its own making:
+        # nothing came from the provider, which is a broken answer, not an empty one.
+        if not said_something and not getattr(resp, "received_any_finish_reason", False):
+            raise ModelError(
+                self.name, "the streamed answer held no completion events (the server did not send SSE)"
+            )
 
     def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
         return price_usd(self.name, prompt_tokens, completion_tokens)
