@@ -32,19 +32,19 @@ from typing import Any, Literal, TypeVar
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, one_line
-from .models.base import ChatModel, Message, Sampling
+from .models.base import ChatModel, Message, Sampling, StreamPiece, ToolCallDelta, ToolParams
 from .runtime.bot import model_token_counter
 from .runtime.library import StrategyLibrary
 from .runtime.text import message_text
 
 STRATEGIES_HEADER = "x-strategist-strategies"
 PENDING_HEADER = "x-strategist-include-pending"
-# Parameters that change what a client expects back and that this endpoint cannot honour.
-UNSUPPORTED = ("tools", "functions", "tool_choice", "function_call")
+# OpenAI's legacy function calling: tools and tool_choice replaced it.
+UNSUPPORTED = ("functions", "function_call")
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
 CLIENT_CLOSED_REQUEST = 499  # the status logged for a request whose client left before the answer
 T = TypeVar("T")
@@ -57,11 +57,53 @@ class ContentPart(BaseModel):
     text: str
 
 
+class FunctionCall(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    arguments: str  # JSON text, as the model wrote it
+
+
+class ToolCallIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: str = Field(min_length=1)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChatMessage(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    role: Literal["system", "developer", "user", "assistant"]
+    role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[ContentPart] | None = None
+    tool_calls: list[ToolCallIn] | None = None  # an assistant message that called tools
+    tool_call_id: str | None = None  # a tool message: the call it answers
+
+    @model_validator(mode="after")
+    def _tool_fields(self) -> ChatMessage:
+        if self.role == "tool" and not self.tool_call_id:
+            raise ValueError("a tool message needs the tool_call_id of the call it answers")
+        if self.tool_calls and self.role != "assistant":
+            raise ValueError("only assistant messages carry tool_calls")
+        return self
+
+
+class ToolIn(BaseModel):
+    """A tool the client offers, checked for its shape and forwarded exactly as it came."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: Literal["function"]
+    function: FunctionSpec
+
+
+class FunctionSpec(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(min_length=1)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
 
 
 class ChatRequest(BaseModel):
@@ -78,6 +120,15 @@ class ChatRequest(BaseModel):
     seed: int | None = None
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1)
+    tools: list[ToolIn] | None = None
+    tool_choice: Literal["none", "auto", "required"] | dict[str, Any] | None = None
+    parallel_tool_calls: StrictBool | None = None
+
+    def tool_params(self, body: dict[str, Any]) -> ToolParams | None:
+        """The tools as the client sent them (validated, forwarded untouched)."""
+        if not self.tools:
+            return None
+        return ToolParams(tuple(body["tools"]), self.tool_choice, self.parallel_tool_calls)
 
 
 class ApiError(Exception):
@@ -210,7 +261,10 @@ def _parse(body: Any) -> ChatRequest:
     for name in UNSUPPORTED:
         if body.get(name):
             raise ApiError(
-                400, f"'{name}' is not supported by this endpoint", param=name, code="unsupported_parameter"
+                400,
+                f"'{name}' is not supported by this endpoint: use 'tools' and 'tool_choice'",
+                param=name,
+                code="unsupported_parameter",
             )
     try:
         req = ChatRequest.model_validate(body)
@@ -306,7 +360,9 @@ def create_app(
             return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it; the log shows it
 
     async def answer(request: Request) -> Response:
-        req = _parse(_json(await _read_body(request, max_request_bytes)))
+        body = _json(await _read_body(request, max_request_bytes))
+        req = _parse(body)
+        tools = req.tool_params(body)
         if strict and req.model not in names:
             served = ", ".join(names)
             raise ApiError(
@@ -331,7 +387,7 @@ def create_app(
         except InputError as exc:
             raise ApiError(400, str(exc), param="messages", code="invalid_value") from None
         found = augmented.retrieval
-        sent: list[Message] = [{"role": _role(m["role"]), "content": message_text(m)} for m in augmented]
+        sent: list[Message] = [_upstream_message(m) for m in augmented]
         s = _sampling(req, default_sampling)
         info = {"strategies": found.refs, "include_pending": found.include_pending, "domain": found.domain}
         headers = {
@@ -342,10 +398,15 @@ def create_app(
         created = int(time.time())
         if not req.stream:
             try:
-                c = await _unless_client_leaves(request, upstream.complete(sent, s))
+                c = await _unless_client_leaves(request, upstream.complete(sent, s, tools))
             except (ModelError, ModelUnavailableError) as exc:
                 raise _upstream_error(exc) from None
-            finish = "length" if c.completion_tokens >= s.max_tokens else "stop"
+            finish = c.finish_reason or ("length" if c.completion_tokens >= s.max_tokens else "stop")
+            message: dict[str, Any] = {"role": "assistant", "content": c.text}
+            if c.tool_calls:
+                message["content"] = c.text or None
+                message["tool_calls"] = [t.as_openai() for t in c.tool_calls]
+                finish = "tool_calls"
             return JSONResponse(
                 {
                     "id": completion_id,
@@ -355,7 +416,7 @@ def create_app(
                     "choices": [
                         {
                             "index": 0,
-                            "message": {"role": "assistant", "content": c.text},
+                            "message": message,
                             "finish_reason": finish,
                         }
                     ],
@@ -369,11 +430,11 @@ def create_app(
                 headers=headers,
             )
 
-        pieces = upstream.stream(sent, s)
+        pieces = upstream.stream(sent, s, tools)
         # Wait for the first piece before answering: a failing upstream still gets a proper
         # error status instead of a stream that breaks off.
         try:
-            first: str | None = await _unless_client_leaves(request, pieces.__anext__())
+            first: StreamPiece | None = await _unless_client_leaves(request, pieces.__anext__())
         except StopAsyncIteration:
             first = None
         except (ModelError, ModelUnavailableError) as exc:
@@ -394,14 +455,23 @@ def create_app(
             }
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
+        called = False
+
+        def delta(piece: StreamPiece) -> dict[str, Any]:
+            nonlocal called
+            if isinstance(piece, ToolCallDelta):
+                called = True
+                return {"tool_calls": [piece.as_openai()]}
+            return {"content": piece}
+
         async def events() -> AsyncIterator[str]:
             try:
                 yield chunk({"role": "assistant", "content": ""}, strategist=info)
                 if first:
-                    yield chunk({"content": first})
+                    yield chunk(delta(first))
                 async for piece in pieces:
-                    yield chunk({"content": piece})
-                yield chunk({}, "stop")
+                    yield chunk(delta(piece))
+                yield chunk({}, "tool_calls" if called else "stop")
             except Exception as exc:  # the status is sent already: the error goes in the stream
                 if isinstance(exc, ModelError | ModelUnavailableError):
                     err = _upstream_error(exc)
@@ -417,14 +487,20 @@ def create_app(
     return app
 
 
-async def _aclose(iterator: AsyncIterator[str]) -> None:
+async def _aclose(iterator: AsyncIterator[Any]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()
 
 
-def _role(role: str) -> str:
-    return "system" if role == "developer" else role
+def _upstream_message(m: dict[str, Any]) -> Message:
+    """A message as it goes upstream: text content (parts joined), tool calls and tool results
+    passed through as they came."""
+    out: Message = {"role": "system" if m["role"] == "developer" else m["role"], "content": message_text(m)}
+    for key in ("tool_calls", "tool_call_id", "name"):
+        if m.get(key) is not None:
+            out[key] = m[key]
+    return out
 
 
 def _upstream_error(exc: StrategistError) -> ApiError:

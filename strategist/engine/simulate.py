@@ -77,13 +77,15 @@ async def simulate(
                         Turn(role="student", content=c.text.strip(), strategies=refs, tool_limit=capped)
                     )
                     break
-                calls = []
-                for call in c.tool_calls:
-                    call_id = call.id if call.id and call.id not in used_ids else f"call_{len(used_ids)}"
-                    used_ids.add(call_id)
-                    calls.append(
-                        ToolCall(id=call_id, function=ToolFunction(name=call.name, arguments=call.arguments))
+                calls: list[ToolCall] = []
+                for request in c.tool_calls:
+                    # Ids pair each result with its call: keep them unique within the dialogue.
+                    call_id = (
+                        request.id if request.id and request.id not in used_ids else f"call_{len(used_ids)}"
                     )
+                    used_ids.add(call_id)
+                    function = ToolFunction(name=request.name, arguments=request.arguments)
+                    calls.append(ToolCall(id=call_id, function=function))
                 turns.append(Turn(role="student", content=c.text.strip(), strategies=refs, tool_calls=calls))
                 for call in calls:
                     result = await tools.call(call.name, call.function.arguments)
