@@ -96,7 +96,9 @@ def prompt_messages(messages: Sequence[Message], tools: ToolParams) -> list[Mess
             out.append({"role": "assistant", "content": json.dumps({REPLY: content}, ensure_ascii=False)})
         elif role == "tool":
             name = m.get("name") or names.get(str(m.get("tool_call_id")), "the tool")
-            out.append({"role": "user", "content": f"Result of {name}: {content}"})
+            # A small model otherwise repeats the same call: say what the result is for.
+            note = "Reply to the customer with it, unless you need another tool first."
+            out.append({"role": "user", "content": f"Result of {name}: {content}\n({note})"})
         else:
             out.append({"role": role, "content": content})
     return out
