@@ -29,6 +29,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "embedded": (["--repeats", "3"], ["--repeats", "1", "--prompts", "2", "--turns", "3"]),
     "startup": (["--repeats", "10"], ["--repeats", "3"]),
     "retrieval": ([], ["--sizes", "1000,10000", "--queries", "300"]),
+    "tools": (["--repeats", "5"], ["--repeats", "2", "--dialogues", "10"]),
 }
 
 
@@ -66,6 +67,10 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         t.add_stats("embedded throughput, adapter / raw llama-cpp", r["throughput"]["ratio"], ">= 0.95")
         label = f"{r['dialogue']['turns']}-turn embedded dialogue time, KV reuse / none"
         t.add_stats(label, r["dialogue"]["ratio"], "<= 0.7")
+    r = results.get("tools", {})
+    if "ratio" in r:
+        label = f"tool call through strategist / bare mcp client ({r['tool_calls_per_run']} calls)"
+        t.add_stats(label, r["ratio"], "<= 1.2")
     r = results.get("startup", {})
     if "help_s" in r:
         t.add_stats("strategist --help, seconds", r["help_s"], "<= 0.5")
