@@ -392,8 +392,20 @@ def test_eval_with_tools_reports_the_action_pass_rate(tool_pack):
         ("action", True),
         ("forbidden_action", True),
     ]
-    shown = CliRunner().invoke(app, ["eval", "--db", "t.db", "--samples", "1", *tool_pack])
+    shown = CliRunner().invoke(
+        app, ["eval", "--db", "t.db", "--samples", "1", "--report", "r.html", "--no-cache", *tool_pack]
+    )
     assert "action pass rate" in shown.stdout
+    html = Path("r.html").read_text()
+    assert "action pass rate" in html and "Agent calls" in html and "cancel_order result" in html
+    # The dialogue as a reviewer reads it, and as JSON.
+    text = CliRunner().invoke(app, ["dialogues", "show", str(d.id), "--db", "t.db"]).stdout
+    assert "Agent calls: cancel_order(" in text and "cancel_order result:" in text and "action" in text
+    as_json = json.loads(
+        CliRunner().invoke(app, ["dialogues", "show", str(d.id), "--db", "t.db", "--json"]).stdout
+    )
+    assert as_json["turns"][1]["tool_calls"][0]["function"]["name"] == "cancel_order"
+    assert as_json["turns"][2]["role"] == "tool" and as_json["judgement"]["checks"]
 
 
 @pytest.mark.parametrize("flag", ["--fail-start", "--no-tools"])
@@ -435,3 +447,48 @@ def test_local_environment_gives_python_tools_to_a_grow(northwind, store):
     assert "[agent calls get_order" in cand.evidence["student_reply"]
     coach = next(c for c in models.teacher.calls if "coach the support agent" in c.messages[0]["content"])
     assert "tool calls and their results" in coach.messages[0]["content"]
+
+
+def test_reviewers_see_the_tool_steps_of_the_gate_dialogues(store, northwind, tmp_path, monkeypatch):
+    """strategies show and the audit page show each call and its result beside what was said."""
+    from fastapi.testclient import TestClient
+
+    from strategist.audit_ui.app import COOKIE, create_app
+    from strategist.core.dialogue import StrategyText
+    from strategist.core.evidence import GateEvidence, GatePair
+
+    store.upsert_domain(northwind)
+    sc = store.add_scenario(scenario().model_copy(update={"id": None}))
+    talk = _dialogue_with([("get_order", {"order_id": "A100"}, None)])
+    ids = []
+    for condition in ("baseline", "candidate"):
+        d = talk.model_copy(update={"scenario_id": sc.id, "condition": condition, "seed": 7})
+        ids.append(store.add_dialogue(d, run_id=None, round=None).id)
+    evidence = GateEvidence(
+        mean_delta=0.2,
+        ci_low=0.1,
+        ci_high=0.3,
+        deltas=[0.2],
+        pairs=[
+            GatePair(
+                scenario_id=sc.id, seed=7, without_dialogue_id=ids[0], with_dialogue_id=ids[1], delta=0.2
+            )
+        ],
+    )
+    row = store.add_strategy(
+        "northwind",
+        StrategyText(trigger="When x", guidance="Look it up first."),
+        provenance={},
+        evidence=evidence,
+        author="t",
+    )
+    db = str(tmp_path / "test.db")
+    shown = CliRunner().invoke(app, ["strategies", "show", str(row.id), "--db", db])
+    assert shown.exit_code == 0, shown.output
+    assert (
+        "Agent calls" in shown.stdout and "get_order" in shown.stdout and "get_order result" in shown.stdout
+    )
+    client = TestClient(create_app(store, token="t0k", reviewer="r"))
+    client.cookies.set(COOKIE, "t0k")
+    page = client.get(f"/strategies/{row.id}").text
+    assert "Agent calls" in page and "get_order result" in page

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..core.dialogue import Turn
 from ..core.evidence import GateEvidence
 from ..errors import NotFoundError
 
@@ -48,8 +49,26 @@ def _side(store: Store, dialogue_id: int | None, score: float | None) -> Side:
     except NotFoundError:
         return Side(dialogue_id, score, missing=True)
     j = store.judgement_for(dialogue_id)
-    turns = [("Customer" if t.role == "customer" else "Agent", t.content) for t in d.turns]
-    return Side(dialogue_id, j.score if j else score, turns, j.critique if j else "")
+    return Side(dialogue_id, j.score if j else score, shown_turns(d.turns), j.critique if j else "")
+
+
+def shown_turns(turns: list[Turn], *, result_chars: int = 300) -> list[tuple[str, str]]:
+    """(speaker, words) for a reviewer: what was said, and the agent's tool calls and their results."""
+    out: list[tuple[str, str]] = []
+    for t in turns:
+        if t.role == "customer":
+            out.append(("Customer", t.content))
+        elif t.role == "tool":
+            label = f"{t.name or 'tool'} {'error' if t.error else 'result'}"
+            text = " ".join(t.content.split())
+            out.append((label, text if len(text) <= result_chars else text[: result_chars - 1] + "…"))
+        else:
+            if t.content.strip() or not t.tool_calls:
+                out.append(("Agent", t.content))
+            out += [("Agent calls", f"{c.name}({c.function.arguments})") for c in t.tool_calls]
+            if t.tool_limit:
+                out.append(("note", "the agent used all its tool steps for this turn"))
+    return out
 
 
 def pair_views(

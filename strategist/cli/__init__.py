@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import StrategistError
-from . import domains, evaluate, review, runs, runtime, scenarios, strategies, tools
+from . import dialogues, domains, evaluate, review, runs, runtime, scenarios, strategies, tools
 from . import grow as _grow
 from .common import DbOption, DomainOption, StrategistGroup, db_target, open_store
 from .views import say
@@ -29,6 +29,7 @@ app.command("eval")(evaluate.eval_command)
 app.add_typer(scenarios.app, name="scenarios")
 app.add_typer(strategies.app, name="strategies")
 app.add_typer(runs.app, name="runs")
+app.add_typer(dialogues.app, name="dialogues")
 app.add_typer(domains.app, name="domains")
 app.add_typer(tools.app, name="tools")
 app.command("review")(review.review)
