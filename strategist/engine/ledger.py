@@ -188,7 +188,12 @@ class LedgeredModel(ChatModel):
             self.ledger.check()
             start = time.perf_counter()
             try:
-                c = await self.inner.complete(messages, sampling, tools)
+                # Without tools, the call a ChatModel written before tools existed also takes.
+                c = await (
+                    self.inner.complete(messages, sampling, tools)
+                    if tools is not None
+                    else self.inner.complete(messages, sampling)
+                )
             except Exception as exc:
                 latency = (time.perf_counter() - start) * 1000
                 self.ledger.record(self.role, self.name, None, latency, one_line(exc))
