@@ -143,7 +143,7 @@ def grow(
     resume_run = run.id if resume else None
     cache_store = Store.open(cache_db) if cache_db else None
     if not json_out:
-        say(_estimate(config, dom, models).describe())
+        say(_estimate(config, dom, models, store.list_scenarios(dom.id, split="train")).describe())
 
     async def go() -> Any:
         try:
@@ -164,13 +164,17 @@ def grow(
         raise typer.Exit(1)
 
 
-def _estimate(config: Any, domain: Any, models: Any) -> Any:
+def _estimate(config: Any, domain: Any, models: Any, train: Any) -> Any:
     from ..engine.estimate import estimate
 
     by_role = {r: getattr(models, r) for r in ("teacher", "student", "customer", "judge")}
     by_name = {m.name: m for m in by_role.values()}
     return estimate(
-        config, domain, {r: m.name for r, m in by_role.items()}, lambda name, p, c: by_name[name].price(p, c)
+        config,
+        domain,
+        {r: m.name for r, m in by_role.items()},
+        lambda name, p, c: by_name[name].price(p, c),
+        scenarios=train,
     )
 
 

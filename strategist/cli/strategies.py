@@ -153,14 +153,17 @@ def _act(
     from ..audit.lifecycle import ReviewRequest
 
     seen = seen or store.get_strategy(strategy_id)  # the state this command looked at
+    # --version N says which version the reviewer saw, not in which status: the status this
+    # command read belongs to the version it read, so it goes with that version only.
+    seen_version = seen.version if version is None else version
     row = store.review(
         ReviewRequest(
             strategy_id,
             action,
             _reviewer(reviewer),
             note,
-            seen_version=seen.version if version is None else version,
-            seen_status=seen.status,
+            seen_version=seen_version,
+            seen_status=seen.status if seen_version == seen.version else None,
             text=text,
             approve=approve_too,
         )

@@ -309,6 +309,7 @@ class Grower(Runner):
                         detail={"title": scenario.title},
                     )
             else:
+                self.ledger.flush()  # the teacher's call before the scenario it wrote
                 scenario = self.store.add_scenario(scenario, run_id=self.run_id, round=round_no)
                 existing.append(scenario)
                 made.append(scenario)
@@ -410,7 +411,9 @@ class Grower(Runner):
             else:
                 taken.append(text)
             rows.append(row)
-        # All of a scenario's proposals are stored together, so a resumed run sees all or none.
+        # All of a scenario's proposals are stored together, so a resumed run sees all or none;
+        # after the teacher's calls that made them.
+        self.ledger.flush()
         stored = self.store.add_candidates(rows)
         return [c for c in stored if c.outcome == "proposed"]
 

@@ -4,8 +4,10 @@ Ledger rows and cached responses are written in batches, one transaction each, n
 call: when calls are fast (a local model, a cache replay) per-call commits would cost more than
 everything else strategist does. A batch is written once it holds ``write_batch`` rows or its
 oldest row is ``write_interval`` seconds old, before every event (``event()``), and whenever
-``flush()`` is called (a run does at its end). A process killed outright loses at most the rows of its last
-``write_interval`` seconds of calls (a resumed run makes those calls again).
+``flush()`` is called: a run does before it stores anything those calls produced (a dialogue, a
+judgement, a scenario, proposals) and at its end. So a process killed outright loses only rows of
+calls whose results were not stored either, and a resumed run makes those calls again; every
+stored result has its calls in the ledger.
 """
 
 from __future__ import annotations
@@ -61,13 +63,15 @@ class Ledger:
     _oldest: float | None = None
 
     def flush(self) -> None:
-        """Write every buffered ledger row and cached response now."""
-        if self.cache is not None:
-            self.cache.flush()
+        """Write every buffered ledger row and cached response now. The rows go first: a process
+        killed between the two writes has then recorded calls it cannot replay (a resumed run makes
+        them again, and records them again), never replays calls it has not recorded."""
         if self._pending:
             assert self.store is not None
             self.store.record_calls(self._pending)
             self._pending = []
+        if self.cache is not None:
+            self.cache.flush()
         self._oldest = None
 
     def event(

@@ -196,6 +196,7 @@ class Runner:
                     student_model=self.student.model.name,
                     customer_model=self.customer.model.name,
                 )
+        self.ledger.flush()  # the calls before what they produced: a stored dialogue is never re-run
         d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
         if d.error:
             self.ledger.event(
@@ -219,4 +220,5 @@ class Runner:
                 f"judging dialogue {d.id}", exc, kind="judge_failure", round_no=round_no, dialogue_id=d.id
             )
             return Scored(d, None)
+        self.ledger.flush()
         return Scored(d, self.store.add_judgement(j))

@@ -120,7 +120,7 @@ class AuditStoreMixin:
         seen_version = row.version if req.seen_version is None else req.seen_version
         seen_status = row.status if req.seen_status is None else req.seen_status
         if (row.version, row.status) != (seen_version, seen_status):
-            raise self._conflict(s, sid, seen_version, seen_status)
+            raise self._conflict(s, sid, seen_version, req.seen_status)
         status = next_status(req.action, seen_status, approve=req.approve, strategy_id=sid)
         if note_required(req.action) and not req.note.strip():
             raise TransitionError(f"a note is required to {req.action} strategy {sid}: say why")
@@ -141,7 +141,7 @@ class AuditStoreMixin:
             .values(status=status, version=version, updated_at=utcnow(), **after.as_dict())
         )
         if result.rowcount != 1:
-            raise self._conflict(s, sid, seen_version, seen_status)
+            raise self._conflict(s, sid, seen_version, req.seen_status)
         if req.action == "edit":
             s.add(
                 StrategyVersionRow(
@@ -167,7 +167,10 @@ class AuditStoreMixin:
         s.flush()
         return sid
 
-    def _conflict(self, s: Session, sid: int, seen_version: int, seen_status: str) -> ConflictError:
+    def _conflict(self, s: Session, sid: int, seen_version: int, seen_status: str | None) -> ConflictError:
+        """The error for a strategy that moved on. It states what the reviewer saw, and only that:
+        ``seen_status`` is None when only the version is known (``--version N`` names an older version,
+        whose status then the request does not carry)."""
         row = self._current_row(s, sid)
         if row is None:
             return ConflictError(f"strategy {sid} was deleted since you looked at it; nothing was changed")
@@ -176,7 +179,8 @@ class AuditStoreMixin:
         ).first()
         by = f", {last.action} by {last.reviewer} at {last.created_at:%Y-%m-%d %H:%M}" if last else ""
         return ConflictError(
-            f"strategy {sid} changed since you looked at it: you saw version {seen_version} ({seen_status}), "
+            f"strategy {sid} changed since you looked at it: you saw version {seen_version}"
+            f"{f' ({seen_status})' if seen_status else ''}, "
             f"it is now version {row.version} ({row.status}{by}); nothing was changed. "
             f"Look again: strategist strategies show {sid}"
         )

@@ -83,10 +83,14 @@ def _no_nul_in_text(
     return statement, _without_nul(parameters)
 
 
+# How long a SQLite connection waits for another process's write lock before giving up.
+BUSY_TIMEOUT_SECONDS = 10.0
+
+
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=10000")
+    cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_SECONDS * 1000)}")
     # In WAL mode NORMAL syncs at checkpoints, not at every commit: a killed process loses no
     # committed row (only a power cut can lose the last few), and a commit costs no fsync.
     cur.execute("PRAGMA synchronous=NORMAL")
@@ -153,7 +157,7 @@ _SQLITE_ADVICE = (
     ("readonly", "the database is read-only: check the permissions of the file and of its folder"),
     (
         "locked",
-        "the database is locked by another process (waited 10 s): try again when it has finished",
+        "the database is locked by another process (waited {busy:g} s): try again when it has finished",
     ),
     ("malformed", "the database file is damaged: restore it from a backup"),
     ("not a database", "this is not a strategist database (nor any SQLite database)"),
@@ -172,7 +176,7 @@ def database_error(exc: BaseException, target: str | Path | None) -> StrategistE
     low = detail.lower()
     for sign, advice in _SQLITE_ADVICE:
         if sign in low:
-            return StrategistError(f"{prefix}{advice} ({detail})")
+            return StrategistError(f"{prefix}{advice.format(busy=BUSY_TIMEOUT_SECONDS)} ({detail})")
     return StrategistError(f"{prefix}database error: {detail}")
 
 
