@@ -750,3 +750,43 @@ def test_15c_after_two_kills_and_resume_summary_and_ledger_count_every_call(tmp_
     assert (summary["llm_calls"], summary["cache_hits"]) == (real, hits)
     assert real + hits >= needed
     assert real <= made
+
+
+def test_15b_the_high_end_counts_every_tool_step(store, northwind):
+    """An agent that takes every tool step it may in every turn: the high end is what it costs."""
+    import asyncio
+
+    from auditkit import scenario
+
+    from strategist.core.gate import GateConfig
+    from strategist.core.tools import ToolsConfig, ToolSpec
+    from strategist.engine.estimate import estimate
+    from strategist.engine.grow import GrowConfig, Grower
+    from strategist.models import tool_call
+    from strategist.tools import LocalEnvironment, ScriptedToolset
+
+    lookup = ToolSpec(name="get_order", description="Look an order up.", parameters={"type": "object"})
+    domain = northwind.model_copy(
+        update={"max_turns": 2, "tools": ToolsConfig(python="orders.tools:TOOLS", max_steps=2)}
+    )
+    store.upsert_domain(domain)
+    store.add_scenario(scenario(domain))
+
+    def student(messages, sampling, tools):
+        if tools is not None and tools.choice != "none":
+            return tool_call("get_order", {})
+        return "Sorry, I cannot help with that."
+
+    env = LocalEnvironment(factory=lambda: ScriptedToolset([lookup], {"get_order": lambda a: "{}"}), name="t")
+    models = world.models(world.HELPFUL)
+    models.student = FunctionModel(student, name="scripted/student")
+    config = GrowConfig(
+        scenarios=1, generate=0, max_strategies=1, gate=GateConfig(samples=2, variants=0, regression=0)
+    )
+    names = {r: getattr(models, r).name for r in ROLES}
+    expected = estimate(config, domain, names, lambda *_: None, scenarios=store.list_scenarios(split="train"))
+    summary = asyncio.run(Grower(store, domain, models, config, tools=env).run())
+    assert summary.candidates == 1
+    # 6 dialogues (2 selection, 2 with, 2 without) of 2 turns of 3 student calls, 1 customer, 2 judge.
+    assert store.call_totals(summary.run_id)["calls"] == expected.total_calls == 2 + 6 * (2 * 3 + 1 + 2)
+    assert expected.low_calls["student"] == 2 * 2  # no tool steps at the low end

@@ -5,7 +5,8 @@
 - The high end: every scenario is weak, the teacher proposes ``max_strategies`` strategies for
   each, none is merged, and every one goes through the gate. A gate scenario's no-strategy
   dialogues are shared by every candidate tried on it, so they are counted once per scenario and
-  sample, not once per candidate.
+  sample, not once per candidate. With tools, every agent turn takes all its tool steps (the low
+  end: none).
 
 Both ends count every dialogue at its full length (a customer who says the stop marker early
 ends it with fewer calls) and every structured output as valid at the first attempt (each
@@ -96,6 +97,8 @@ def estimate(
 ) -> Estimate:
     """The range of calls a grow with ``config`` can make. ``scenarios``: the domain's training
     scenarios in the database, when known (their number and turn limits narrow the range)."""
+    if scenarios is not None and config.limit is not None:
+        scenarios = list(scenarios)[: config.limit]  # the run works on the first ``limit`` only
     limits = [domain.max_turns, *(s.turns_limit(domain) for s in scenarios or ())]
     if config.max_turns is not None:
         limits = [min(t, config.max_turns) for t in limits]
@@ -116,9 +119,13 @@ def estimate(
         gate_scenarios = min(gate_scenarios, train_total)
     without_strategy = gate_scenarios * n
 
-    def dialogue_calls(dialogues: int, turns: int) -> dict[str, int]:
+    tool_steps = 0
+    if domain.tools is not None:
+        tool_steps = config.max_tool_steps or domain.tools.max_steps
+
+    def dialogue_calls(dialogues: int, turns: int, steps: int = 0) -> dict[str, int]:
         return {
-            "student": dialogues * turns,
+            "student": dialogues * turns * (1 + steps),  # a call per tool step, then the reply
             "customer": dialogues * max(0, turns - 1),
             "judge": dialogues * JUDGE_CALLS,
         }
@@ -126,7 +133,7 @@ def estimate(
     low = {"teacher": writes, **dialogue_calls(selection, min(limits))}
     high = {
         "teacher": writes + 2 * worked,  # a reference reply and a proposal per coached scenario
-        **dialogue_calls(selection + with_strategy + without_strategy, max(limits)),
+        **dialogue_calls(selection + with_strategy + without_strategy, max(limits), tool_steps),
     }
     prompt = len(domain.policy) // 4 + CONVERSATION_TOKENS
 
