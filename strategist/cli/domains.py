@@ -38,6 +38,11 @@ def domains_add(
     """Load (or update) a domain from its pack; its scenarios.yaml is imported the first time.
 
     An update that drops an intent stored scenarios use is refused."""
+    from ..packs import find_pack, load_domain
+
+    found = find_pack(pack)
+    if found is not None:
+        load_domain(found)  # a bad pack is reported before any database file is made
     store = open_store(db, create=True)
     d, imported = load_pack(store, pack)
     total = len(store.list_scenarios(d.id))
