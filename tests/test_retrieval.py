@@ -17,12 +17,8 @@ from runtime_library import CONVERSATIONS, STRATEGIES, add_strategies, set_statu
 from strategist.core.dialogue import StrategyText
 from strategist.errors import ConfigError, InputError, StrategistError
 from strategist.runtime import FunctionEmbedder, StrategyLibrary
-from strategist.runtime.retrieval import (
-    Fts5Ranker,
-    PythonRanker,
-    estimate_tokens,
-    strategy_prompt_text,
-)
+from strategist.runtime.rankers import Fts5Ranker, PythonRanker
+from strategist.runtime.retrieval import estimate_tokens, strategy_prompt_text
 from strategist.runtime.text import conversation_segments, query_terms, stem, words
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -508,6 +504,40 @@ def test_embeddings_rerank_the_lexical_hits(store, ids):
     # Strategy vectors are cached by (id, version): a second retrieval embeds only the query.
     lib.retrieve(convo)
     assert len(embedder.calls[-1]) == 1
+    lib.close()
+
+
+class LoopBoundEmbedder:
+    """An Embedder that, like an HTTP client's connection pool, works only on the event loop it was
+    first used on."""
+
+    name = "loop-bound"
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    async def embed(self, texts):
+        loop = asyncio.get_running_loop()
+        self.loop = self.loop or loop
+        if loop is not self.loop:
+            raise RuntimeError("bound to a different event loop")
+        self.calls += 1
+        await asyncio.sleep(0)
+        return [_topic_vector(t) for t in texts]
+
+
+def test_sync_retrieval_with_embeddings_works_every_time(store, ids):
+    embedder = LoopBoundEmbedder()
+    lib = StrategyLibrary(store, domain="northwind", k=2, budget=None, embedder=embedder)
+    convo = user("I want a refund to my card, it came broken")
+    first, second = lib.retrieve(convo), lib.retrieve(convo)
+    assert embedder.calls == 2
+    for found in (first, second):
+        assert found.ranker == "fts5+embeddings"
+        assert found.strategies[0].strategy.id == ids["damaged"]
+    assert second.refs == first.refs
+    assert lib.augment(convo).refs == first.refs
     lib.close()
 
 

@@ -138,6 +138,37 @@ def test_sync_stream_and_the_default_stream_of_any_model(library, ids):
     bot.close()
 
 
+class LoopBoundModel(ChatModel):
+    """Works only on the event loop it was first used on, as model clients (httpx) do."""
+
+    name = "loop-bound"
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+        loop = asyncio.get_running_loop()
+        self.loop = self.loop or loop
+        if loop is not self.loop:
+            raise RuntimeError("bound to a different event loop")
+        self.calls += 1
+        listed = messages[0]["content"].count("When:")
+        return Completion(f"reply {self.calls}: {listed} strategies", self.name)
+
+
+def test_sync_reply_works_twice_in_a_row(library, ids):
+    model = LoopBoundModel()
+    bot = StrategicBot(model, library, "northwind", k=1)
+    first = bot.reply(CONVERSATIONS["damaged"])
+    second = bot.reply(CONVERSATIONS["backorder"])
+    assert (first.text, second.text) == ("reply 1: 1 strategies", "reply 2: 1 strategies")
+    assert first.strategies == [f"strategy:{ids['damaged']}@v1"]
+    assert second.strategies == [f"strategy:{ids['backorder']}@v1"]
+    assert list(bot.stream(CONVERSATIONS["identity"])) == ["reply 3: 1 strategies"]
+    bot.close()
+
+
 def test_the_sync_api_refuses_to_run_inside_an_event_loop(library):
     bot = StrategicBot(FunctionModel(echo_system), library, "northwind")
 

@@ -1,4 +1,5 @@
-"""Models: one interface (ChatModel), adapters, and how a model name becomes a model.
+"""Models: one interface (ChatModel), adapters, and how a model name becomes a model; embedding
+models (Embedder) beside them. Only this package talks to model providers.
 
 Names: ``embedded/smollm2`` runs in-process; a name registered with ``register_model`` (tests,
 plugins) wins; anything else goes to litellm (``openai/gpt-4o``, ``anthropic/...``,
@@ -11,13 +12,17 @@ from collections.abc import Callable
 from typing import Any
 
 from .base import ChatModel, Completion, Message, Sampling, TokenLogprobs
+from .embedding import Embedder, FunctionEmbedder, LiteLLMEmbedder
 from .scripted import Call, FunctionModel, ScriptedModel
 
 __all__ = [
     "Call",
     "ChatModel",
     "Completion",
+    "Embedder",
+    "FunctionEmbedder",
     "FunctionModel",
+    "LiteLLMEmbedder",
     "Message",
     "Sampling",
     "ScriptedModel",
