@@ -5,7 +5,8 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -356,10 +357,11 @@ def wait_for_http(url: str, proc, log_path: Path, seconds: float, ready=None) ->
         time.sleep(0.2)
 
 
-@pytest.fixture(scope="session")
-def llama_server(tmp_path_factory):
-    """Base URL (without /v1) of llama-cpp-python's OpenAI-compatible server on 127.0.0.1, serving
-    the embedded model (SmolLM2) as 'smollm2'; one for the whole session."""
+@contextmanager
+def llama_cpp_server(log_dir: Path, *options: str) -> Iterator[str]:
+    """llama-cpp-python's OpenAI-compatible server on a free loopback port, serving the embedded
+    model (SmolLM2) as 'smollm2' with ``options`` (``--n_ctx 4096``, ...); yields its base URL
+    (without /v1). Skips when the server or the model file is not installed."""
     import subprocess
     import sys
 
@@ -372,9 +374,9 @@ def llama_server(tmp_path_factory):
     except ModelUnavailableError as exc:
         pytest.skip(str(exc))
     port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
+    log_path = log_dir / "server.log"
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--model_alias", "smollm2", "--n_ctx", "4096"]
+    cmd += ["--port", str(port), "--model_alias", "smollm2", *options]
     base = f"http://127.0.0.1:{port}"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -389,3 +391,10 @@ def llama_server(tmp_path_factory):
             yield base
         finally:
             stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def llama_server(tmp_path_factory):
+    """Base URL (without /v1) of the llama.cpp server for chat, one for the whole session."""
+    with llama_cpp_server(tmp_path_factory.mktemp("llama_server"), "--n_ctx", "4096") as base:
+        yield base
