@@ -34,7 +34,8 @@ if __package__ in (None, ""):
 from benchmarks.common import northwind
 from strategist.core.domain import Domain
 from strategist.runtime import StrategyLibrary
-from strategist.runtime.retrieval import PythonRanker, TokenCounter, estimate_tokens
+from strategist.runtime.rankers import PythonRanker
+from strategist.runtime.retrieval import TokenCounter, estimate_tokens
 from strategist.store import Store
 from strategist.store.tables import utcnow
 

@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, Unpack
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,10 +36,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, 
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, one_line
-from .models.base import ChatModel, Message, Sampling, StreamPiece, ToolCallDelta, ToolParams
+from .models.base import ChatModel, Sampling, StreamPiece, ToolCallDelta, ToolParams
 from .runtime.bot import model_token_counter
-from .runtime.library import StrategyLibrary
-from .runtime.text import message_text
+from .runtime.library import (
+    SYSTEM_ROLES,
+    RetrievalOptions,
+    RetrievalSettings,
+    StrategyLibrary,
+    model_messages,
+)
 
 STRATEGIES_HEADER = "x-strategist-strategies"
 PENDING_HEADER = "x-strategist-include-pending"
@@ -291,23 +296,23 @@ def create_app(
     domain: str | None = None,
     *,
     model_names: Sequence[str] | None = None,
-    k: int | None = None,
-    budget: int | None = None,
-    include_pending: bool | None = None,
     system_prompt: str | None = None,
     sampling: Sampling | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    **settings: Unpack[RetrievalSettings],
 ) -> FastAPI:
     """The FastAPI app. ``model_names``: the model names clients may ask for (404 for others);
     None accepts any name, so a bot only has to change its base URL. ``system_prompt`` is used
-    for requests that bring no system message (else the domain's policy prompt). A request body
-    over ``max_request_bytes`` gets 413 without being read."""
+    for requests that bring no system message (else the domain's policy prompt). ``k``,
+    ``budget`` and ``include_pending`` (``RetrievalSettings``) apply to every request. A request
+    body over ``max_request_bytes`` gets 413 without being read."""
     domain_id = library.domain_id(domain)
     library.domain(domain_id)  # fail at start-up, not at the first request
     names = list(model_names) if model_names else [upstream.name]
     strict = bool(model_names)
     default_sampling = sampling or Sampling(temperature=0.7, max_tokens=512)
     counter = model_token_counter(upstream)
+    options: RetrievalOptions = {"domain": domain_id, "token_counter": counter, **settings}
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -372,22 +377,15 @@ def create_app(
                 code="model_not_found",
             )
         messages = [m.model_dump(exclude_none=True) for m in req.messages]
+        own_system = any(m["role"] in SYSTEM_ROLES for m in messages)
         try:
             augmented = await library.aaugment(
-                messages,
-                domain=domain_id,
-                k=k,
-                budget=budget,
-                include_pending=include_pending,
-                system_prompt=system_prompt
-                if not any(m["role"] in ("system", "developer") for m in messages)
-                else None,
-                token_counter=counter,
+                messages, system_prompt=None if own_system else system_prompt, **options
             )
         except InputError as exc:
             raise ApiError(400, str(exc), param="messages", code="invalid_value") from None
         found = augmented.retrieval
-        sent: list[Message] = [_upstream_message(m) for m in augmented]
+        sent = model_messages(augmented)
         s = _sampling(req, default_sampling)
         info = {"strategies": found.refs, "include_pending": found.include_pending, "domain": found.domain}
         headers = {
@@ -491,16 +489,6 @@ async def _aclose(iterator: AsyncIterator[Any]) -> None:
     close = getattr(iterator, "aclose", None)
     if close is not None:
         await close()
-
-
-def _upstream_message(m: dict[str, Any]) -> Message:
-    """A message as it goes upstream: text content (parts joined), tool calls and tool results
-    passed through as they came."""
-    out: Message = {"role": "system" if m["role"] == "developer" else m["role"], "content": message_text(m)}
-    for key in ("tool_calls", "tool_call_id", "name"):
-        if m.get(key) is not None:
-            out[key] = m[key]
-    return out
 
 
 def _upstream_error(exc: StrategistError) -> ApiError:

@@ -27,13 +27,7 @@ def slow(fn):
 
 
 if __name__ == "__main__":
-    fns = {
-        "teacher": world.Teacher(world.HELPFUL),
-        "student": world.student_fn,
-        "customer": world.Customer(),
-        "judge": world.judge_fn,
-    }
-    for role, fn in fns.items():
+    for role, fn in world.role_functions().items():
         register_model(f"scripted/{role}", FunctionModel(slow(fn), name=f"scripted/{role}"))
     sys.argv = ["strategist", *sys.argv[1:]]
     main()

@@ -6,6 +6,7 @@ import asyncio
 import json
 
 import pytest
+import sqlalchemy as sa
 from auditkit import SECOND, add, policy_judge
 
 from strategist.audit.lifecycle import (
@@ -203,23 +204,22 @@ def test_second_editor_does_not_overwrite_the_first(two):
     assert [v.author for v in b.strategy_versions(sid)] == ["gate", "alice"]
 
 
-def test_the_update_itself_refuses_a_stale_version(two, monkeypatch):
+def test_the_update_itself_refuses_a_stale_version(two):
     """Even when the pre-read is stale (the other write landed in between), the guarded UPDATE holds."""
     a, b = two
     sid = add(a).id
-    stale = b.get_strategy(sid)
-    real = b._current_row
-    calls = []
+    raced: list[str] = []
 
-    def racing(s, strategy_id):
-        calls.append(strategy_id)
-        return stale if len(calls) == 1 else real(s, strategy_id)
+    def other_reviewer_first(conn, cursor, statement, *args):
+        # Just before bob's UPDATE, after his read found version 1 pending: alice approves.
+        if statement.startswith("UPDATE strategies") and not raced:
+            raced.append(statement)
+            a.review(req(sid, "approve"))
 
-    monkeypatch.setattr(b, "_current_row", racing)
-    a.review(req(sid, "approve"))
+    sa.event.listen(b.engine, "before_cursor_execute", other_reviewer_first)
     with pytest.raises(ConflictError, match="changed since you looked"):
         b.review(req(sid, "reject", reviewer="bob", note="no", seen_version=1, seen_status="pending"))
-    assert calls == [sid, sid]  # the stale read passed, the UPDATE matched nothing, then it looked again
+    assert len(raced) == 1  # the read passed the check; the UPDATE then matched nothing
     assert a.get_strategy(sid).status == "approved"
     assert [r.reviewer for r in a.reviews(sid)] == ["gate", "alice"]
 

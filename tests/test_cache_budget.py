@@ -16,27 +16,7 @@ from strategist.core.gate import GateConfig
 from strategist.engine.cache import ResponseCache
 from strategist.engine.grow import GrowConfig, Grower
 from strategist.engine.ledger import Budget, Ledger
-from strategist.models import Completion, FunctionModel, Sampling, register_model, unregister_model
-
-ROLES = ("teacher", "student", "customer", "judge")
-
-
-@pytest.fixture
-def scripted():
-    fns = {
-        "teacher": world.Teacher(world.HELPFUL),
-        "student": world.student_fn,
-        "customer": world.Customer(),
-        "judge": world.judge_fn,
-    }
-    for role, fn in fns.items():
-        register_model(
-            f"scripted/{role}", lambda fn=fn, role=role: FunctionModel(fn, name=f"scripted/{role}")
-        )
-    yield [f"--{r}=scripted/{r}" for r in ROLES]
-    for role in ROLES:
-        unregister_model(f"scripted/{role}")
-
+from strategist.models import Completion, FunctionModel, Sampling
 
 GROW = [
     "grow",

@@ -13,7 +13,7 @@ from runtime_library import STRATEGIES, add_strategies
 from typer.testing import CliRunner
 
 from strategist.cli import app
-from strategist.models import FunctionModel, Sampling, register_model, unregister_model
+from strategist.models import Sampling
 
 runner = CliRunner()
 
@@ -38,7 +38,7 @@ def db(tmp_path, monkeypatch, northwind):
 
 
 @pytest.fixture
-def student():
+def student(register_scripted):
     """Says which strategies its prompt had, and how many customer messages it saw."""
     seen: list[list[dict[str, str]]] = []
 
@@ -47,9 +47,8 @@ def student():
         users = sum(1 for m in messages if m["role"] == "user")
         return f"[{messages[0]['content'].count('When:')} strategies, {users} customer messages]"
 
-    register_model("scripted/chat", lambda: FunctionModel(fn, name="scripted/chat"))
-    yield seen
-    unregister_model("scripted/chat")
+    register_scripted("scripted/chat", fn)
+    return seen
 
 
 def chat(db_path: str, text: str, *extra: str):

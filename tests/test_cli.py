@@ -10,12 +10,12 @@ import sys
 import pytest
 import world
 from typer.testing import CliRunner
+from world import ROLES
 
 from strategist.cli import app
-from strategist.models import FunctionModel, register_model, unregister_model
+from strategist.models import register_model, unregister_model
 
 runner = CliRunner()
-ROLES = ("teacher", "student", "customer", "judge")
 
 
 @pytest.fixture
@@ -24,23 +24,6 @@ def cwd(tmp_path, monkeypatch):
     for var in ("STRATEGIST_DB", "STRATEGIST_CONFIG", *(f"STRATEGIST_{r.upper()}_MODEL" for r in ROLES)):
         monkeypatch.delenv(var, raising=False)
     return tmp_path
-
-
-@pytest.fixture
-def scripted():
-    fns = {
-        "teacher": world.Teacher(world.HELPFUL),
-        "student": world.student_fn,
-        "customer": world.Customer(),
-        "judge": world.judge_fn,
-    }
-    for role, fn in fns.items():
-        register_model(
-            f"scripted/{role}", lambda fn=fn, role=role: FunctionModel(fn, name=f"scripted/{role}")
-        )
-    yield [f"--{r}=scripted/{r}" for r in ROLES]
-    for role in ROLES:
-        unregister_model(f"scripted/{role}")
 
 
 def run(*args: str):
@@ -112,7 +95,8 @@ def test_grow_then_list_and_show(cwd, scripted):
 
     shown = run("strategies", "show", sid, "--db", "lib.db")
     assert shown.exit_code == 0
-    assert world.HELPFUL["guidance"] in shown.stdout.replace("\n", " ") or "STORE-CREDIT" in shown.stdout
+    text = " ".join(shown.stdout.split())  # wrapped lines joined again
+    assert f"when: {world.HELPFUL['trigger']}" in text and f"do: {world.HELPFUL['guidance']}" in text
     assert "paired evidence" in shown.stdout and "95% CI" in shown.stdout
     detail = json.loads(run("strategies", "show", sid, "--db", "lib.db", "--json").stdout)
     assert detail["versions"][0]["version"] == 1 and detail["reviews"][0]["action"] == "created"

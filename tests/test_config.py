@@ -239,13 +239,14 @@ def test_default_config_text_escapes_db_path(db):
 # --- resolve_model ---------------------------------------------------------------------------------
 
 
-def test_embedded_smollm2_resolves_without_loading():
+def test_embedded_smollm2_resolves_without_loading(monkeypatch):
     from strategist.models.embedded import EmbeddedModel
 
+    llama_cpp = pytest.importorskip("llama_cpp")
+    monkeypatch.setattr(llama_cpp, "Llama", lambda *a, **kw: pytest.fail("the model was loaded"))
     m = resolve_model("embedded/smollm2")
     assert isinstance(m, EmbeddedModel)
     assert m.name == "embedded/smollm2"
-    assert m._llama_obj is None
 
 
 def test_unknown_embedded_model_is_unavailable():

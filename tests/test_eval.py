@@ -11,16 +11,14 @@ from math import comb
 import pytest
 import world
 from typer.testing import CliRunner
+from world import ROLES
 
 from strategist.cli import app
 from strategist.core.domain import Scenario
 from strategist.core.evaluation import Outcome, compare, paired_deltas, pass_hat_k, summarise
 from strategist.core.gate import GateConfig
 from strategist.engine.grow import GrowConfig, Grower
-from strategist.models import FunctionModel, register_model, unregister_model
 from strategist.store.tables import StrategyRow
-
-ROLES = ("teacher", "student", "customer", "judge")
 
 
 # -- statistics ----------------------------------------------------------------------------------
@@ -66,20 +64,9 @@ def test_summaries_and_paired_differences_by_hand():
 
 # -- end to end on scripted models ------------------------------------------------------------------
 @pytest.fixture
-def scripted():
-    fns = {
-        "teacher": world.Teacher(world.HELPFUL),
-        "student": world.student_fn,
-        "customer": world.Customer(),
-        "judge": world.judge_fn,
-    }
-    for role, fn in fns.items():
-        register_model(
-            f"scripted/{role}", lambda fn=fn, role=role: FunctionModel(fn, name=f"scripted/{role}")
-        )
-    yield [f"--{r}=scripted/{r}" for r in ("student", "customer", "judge")]
-    for role in ROLES:
-        unregister_model(f"scripted/{role}")
+def scripted(scripted):
+    """The scripted roles' flags, without the teacher's: eval has no teacher."""
+    return [flag for flag in scripted if not flag.startswith("--teacher")]
 
 
 def _scenario(domain, title, split, intent="refund_late_return"):
@@ -174,14 +161,11 @@ def test_pending_strategies_are_only_used_when_asked(grown, scripted):
     assert r["include_pending"] is True and r["library_vs_none"]["mean"] > 0
 
 
-def test_transfer_to_another_student_is_reported(grown, scripted):
-    register_model("other/student", FunctionModel(world.student_fn, name="other/student"))
-    try:
-        out = CliRunner().invoke(
-            app, ["eval", "--db", "lib.db", "--samples", "3", *scripted, "--student", "other/student"]
-        )
-    finally:
-        unregister_model("other/student")
+def test_transfer_to_another_student_is_reported(grown, scripted, register_scripted):
+    register_scripted("other/student", world.student_fn)
+    out = CliRunner().invoke(
+        app, ["eval", "--db", "lib.db", "--samples", "3", *scripted, "--student", "other/student"]
+    )
     assert out.exit_code == 0, out.output
     text = " ".join(out.stdout.split())
     assert "student other/student, library grown with scripted/student (transfer)" in text

@@ -7,13 +7,12 @@ import json
 import sqlite3
 
 import pytest
-from fake_openai import FakeOpenAI
 from typer.testing import CliRunner
+from world import ROLES
 
 from strategist.cli import app
 
 pytestmark = pytest.mark.server
-ROLES = ("teacher", "student", "customer", "judge")
 
 
 @pytest.fixture
@@ -54,7 +53,7 @@ GROW = [
 ]
 
 
-def test_grow_survives_every_kind_of_fault(project):
+def test_grow_survives_every_kind_of_fault(project, fake_openai):
     # Request numbers that misbehave. 20 and 21 in a row, with retries=2, still recover; 30-32
     # exhaust the retries of one call, which must then be recorded as a failure.
     faults = {
@@ -69,14 +68,11 @@ def test_grow_survives_every_kind_of_fault(project):
         31: "500",
         32: "500",
     }
-    server = FakeOpenAI(faults, hang_seconds=3.0, retry_after=1.0)
-    try:
-        _settings(project, server.url)
-        runner = CliRunner()
-        assert runner.invoke(app, ["init"]).exit_code == 0
-        result = runner.invoke(app, GROW)
-    finally:
-        server.close()
+    server = fake_openai(faults, hang_seconds=3.0, retry_after=1.0)
+    _settings(project, server.url)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    result = runner.invoke(app, GROW)
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["status"] == "completed"
@@ -100,31 +96,25 @@ def test_grow_survives_every_kind_of_fault(project):
     assert ok_calls == summary["llm_calls"] - len(failed_calls)
 
 
-def test_unreachable_server_fails_the_run_with_exit_1(project):
-    server = FakeOpenAI({n: "500" for n in range(200)})
-    try:
-        _settings(project, server.url, retries=0)
-        runner = CliRunner()
-        assert runner.invoke(app, ["init"]).exit_code == 0
-        result = runner.invoke(app, GROW)
-    finally:
-        server.close()
+def test_unreachable_server_fails_the_run_with_exit_1(project, fake_openai):
+    server = fake_openai({n: "500" for n in range(200)})
+    _settings(project, server.url, retries=0)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    result = runner.invoke(app, GROW)
     # Every dialogue failed: the run is marked failed and says so, instead of "completed".
     assert result.exit_code == 1
     summary = json.loads(result.stdout)
     assert summary["status"] == "failed" and "no dialogue could be judged" in summary["stop_reason"]
 
 
-def test_eval_survives_faults(project):
+def test_eval_survives_faults(project, fake_openai):
     faults = {1: "500", 4: "429", 7: "malformed", 9: "truncated", 12: "500", 13: "500", 14: "500"}
-    server = FakeOpenAI(faults, retry_after=0.5)
-    try:
-        _settings(project, server.url)
-        runner = CliRunner()
-        assert runner.invoke(app, ["init"]).exit_code == 0
-        result = runner.invoke(app, ["eval", "--samples", "1", "--max-turns", "1", "--json"])
-    finally:
-        server.close()
+    server = fake_openai(faults, retry_after=0.5)
+    _settings(project, server.url)
+    runner = CliRunner()
+    assert runner.invoke(app, ["init"]).exit_code == 0
+    result = runner.invoke(app, ["eval", "--samples", "1", "--max-turns", "1", "--json"])
     assert result.exit_code == 0, result.output
     r = json.loads(result.stdout)
     judged = sum(c["dialogues"] for c in r["conditions"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -25,43 +23,10 @@ OK_BODY = {
 }
 
 
-class Server:
-    """Answers /v1/chat/completions with the next scripted (status, body); records requests."""
-
-    def __init__(self) -> None:
-        self.script: list[tuple[int, dict]] = []
-        self.requests: list[dict] = []
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length", 0))
-                outer.requests.append(json.loads(self.rfile.read(length) or b"{}"))
-                status, body = outer.script.pop(0) if outer.script else (200, OK_BODY)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-
-
 @pytest.fixture
-def server():
-    s = Server()
-    yield s
-    s.close()
+def server(fake_openai):
+    """Answers with the next scripted (status, body) of ``server.script``, else OK_BODY."""
+    return fake_openai(default=(200, OK_BODY))
 
 
 def _model(server, **kw):

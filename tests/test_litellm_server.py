@@ -6,102 +6,36 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import sqlite3
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 pytest.importorskip("llama_cpp")
 pytest.importorskip("llama_cpp.server")
-httpx = pytest.importorskip("httpx")
 
-from strategist.core.dialogue import Turn  # noqa: E402
-from strategist.errors import ModelError, ModelUnavailableError  # noqa: E402
-from strategist.models.base import Sampling, TokenLogprobs  # noqa: E402
-from strategist.models.embedded import EmbeddedModel, smollm2_path  # noqa: E402
-from strategist.models.litellm_model import LiteLLMModel  # noqa: E402
-from strategist.packs import load_domain, load_scenario_set  # noqa: E402
-from strategist.roles import Student  # noqa: E402
+from strategist.core.dialogue import Turn
+from strategist.errors import ModelError
+from strategist.models.base import Sampling, TokenLogprobs
+from strategist.models.embedded import EmbeddedModel
+from strategist.models.litellm_model import LiteLLMModel
+from strategist.packs import load_domain, load_scenario_set
+from strategist.roles import Student
 
 pytestmark = pytest.mark.server
 
 NORTHWIND = Path(__file__).resolve().parent.parent / "scenarios" / "northwind"
 HELLO = [{"role": "user", "content": "Say hello in one short sentence."}]
-STARTUP_SECONDS = 60
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(llama_server):
     """Base URL (without /v1) of a llama.cpp OpenAI-compatible server serving SmolLM2 as 'smollm2'."""
-    try:
-        model_file = smollm2_path()
-    except ModelUnavailableError as exc:
-        pytest.skip(str(exc))
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("llama_server") / "server.log"
-    cmd = [
-        sys.executable,
-        "-m",
-        "llama_cpp.server",
-        "--model",
-        str(model_file),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--model_alias",
-        "smollm2",
-        "--n_ctx",
-        "4096",
-    ]
-    base = f"http://127.0.0.1:{port}"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            deadline = time.monotonic() + STARTUP_SECONDS
-            while True:
-                if proc.poll() is not None:
-                    pytest.fail(
-                        f"llama_cpp.server exited with {proc.returncode}:\n{log_path.read_text()[-2000:]}"
-                    )
-                try:
-                    r = httpx.get(f"{base}/v1/models", timeout=2)
-                    ids = [m.get("id") for m in r.json().get("data", [])] if r.status_code == 200 else []
-                    if "smollm2" in ids:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"llama_cpp.server not ready after {STARTUP_SECONDS} s:\n"
-                        f"{log_path.read_text()[-2000:]}"
-                    )
-                time.sleep(0.3)
-            yield base
-        finally:
-            _stop(proc)
+    return llama_server
 
 
 @pytest.fixture

@@ -158,3 +158,11 @@ def test_missing_folder_is_a_strategist_error(tmp_path):
     assert "does not exist" in str(info.value)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "no").exists()
+
+
+def test_migrate_until_leaves_an_older_database(engine):
+    assert migrations.migrate(engine, until=ALL_MIGRATIONS[1]) == ALL_MIGRATIONS[:2]
+    assert migrations.applied(engine) == ALL_MIGRATIONS[:2]
+    assert migrations.migrate(engine) == ALL_MIGRATIONS[2:]
+    with pytest.raises(ValueError, match="no migration"):
+        migrations.migrate(engine, until="m999_future")

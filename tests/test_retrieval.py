@@ -17,12 +17,8 @@ from runtime_library import CONVERSATIONS, STRATEGIES, add_strategies, set_statu
 from strategist.core.dialogue import StrategyText
 from strategist.errors import ConfigError, InputError, StrategistError
 from strategist.runtime import FunctionEmbedder, StrategyLibrary
-from strategist.runtime.retrieval import (
-    Fts5Ranker,
-    PythonRanker,
-    estimate_tokens,
-    strategy_prompt_text,
-)
+from strategist.runtime.rankers import Fts5Ranker, PythonRanker
+from strategist.runtime.retrieval import estimate_tokens, strategy_prompt_text
 from strategist.runtime.text import conversation_segments, query_terms, stem, words
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -285,7 +281,9 @@ def test_the_domain_is_the_only_one_or_must_be_named(store, ids, northwind):
 
 
 # -- larger libraries: the common-terms query ---------------------------------------------------------
-def test_common_terms_only_score_strategies_that_have_a_selective_term(store, northwind):
+def _large_library(store, northwind) -> None:
+    """400 refund strategies in northwind; 'voucher' is in a third of them (common, yet not
+    in half), 'refund' in all of them."""
     store.upsert_domain(northwind)
     store.upsert_domain(northwind.model_copy(update={"id": "acme"}))
     filler = [
@@ -309,12 +307,16 @@ def test_common_terms_only_score_strategies_that_have_a_selective_term(store, no
     with store.engine.begin() as conn:
         conn.execute(sa.text(f"INSERT INTO strategies ({cols}) VALUES ({marks})"), filler)
 
-    def add(domain: str, trigger: str) -> int:
-        text = StrategyText(trigger=trigger, guidance="Be kind.")
-        return store.add_strategy(domain, text, provenance={}, evidence={}, author="t", status="approved").id
 
-    special = add("northwind", "A customer wants a refund for a Trailblazer jacket")
-    add("acme", "A customer asks about a zeppelin")
+def _add(store, domain: str, trigger: str, guidance: str = "Be kind.") -> int:
+    text = StrategyText(trigger=trigger, guidance=guidance)
+    return store.add_strategy(domain, text, provenance={}, evidence={}, author="t", status="approved").id
+
+
+def test_common_terms_only_score_strategies_that_have_a_selective_term(store, northwind):
+    _large_library(store, northwind)
+    special = _add(store, "northwind", "A customer wants a refund for a Trailblazer jacket")
+    _add(store, "acme", "A customer asks about a zeppelin")
     lib = StrategyLibrary(store, domain="northwind", k=3, budget=None)
     assert lib.store.term_document_counts(["voucher"])["voucher"] > Fts5Ranker.ROW_BUDGET  # a common word
     found = lib.retrieve(user("I want a refund on my card for the Trailblazer jacket order"))
@@ -331,18 +333,18 @@ def test_common_terms_only_score_strategies_that_have_a_selective_term(store, no
     lib.close()
 
 
-def test_the_query_plan_goes_from_narrow_to_wide():
-    from strategist.runtime.text import QueryTerm
-
-    ranker = Fts5Ranker(store=None)  # type: ignore[arg-type]
-    terms = [QueryTerm(w, w, 1) for w in ("a", "b", "c", "d")]
-    df = {"a": 500, "b": 600, "c": 700, "d": 40_000}
-    # Even the rarest is common: both of the two rarest first, then widening ORs.
-    assert ranker._conditions(terms, df, 100_000) == [("AND", 2), ("OR", 1), ("OR", 2), ("OR", 3), ("OR", 4)]
-    rare = {"a": 3, "b": 40, "c": 700, "d": 40_000}
-    assert ranker._conditions(terms, rare, 100_000) == [("OR", 2), ("OR", 3), ("OR", 4)]
-    small = {"a": 1, "b": 2, "c": 3, "d": 4}  # a small library: every term at once, plain BM25
-    assert ranker._conditions(terms, small, 10) == [("OR", 4)]
+def test_common_terms_still_add_to_the_score_in_a_large_library(store, northwind):
+    """Among the strategies a selective word finds, one that also has a common query word ranks
+    higher: pruning decides which strategies are scored, never which words count."""
+    _large_library(store, northwind)
+    parka = "A Trailblazer parka came late"
+    with_common = _add(store, "northwind", parka, "A voucher is owed for the delay.")
+    without = _add(store, "northwind", parka, "An apology is owed for it.")
+    lib = StrategyLibrary(store, domain="northwind", k=2, budget=None)
+    found = lib.retrieve(user("My Trailblazer parka: can I get a voucher?"))
+    assert [r.strategy.id for r in found.strategies] == [with_common, without]
+    assert found.strategies[0].score > found.strategies[1].score
+    lib.close()
 
 
 def test_strategies_stored_before_the_index_existed_are_indexed(tmp_path, northwind):
@@ -352,12 +354,8 @@ def test_strategies_stored_before_the_index_existed_are_indexed(tmp_path, northw
 
     path = tmp_path / "old.db"
     engine = make_engine(path)
-    with engine.begin() as conn:  # a database from before migration m002
-        migrations._applied_table.create(conn)
-        migrations.m001_initial(conn)
-        conn.execute(
-            migrations._applied_table.insert().values(name="m001_initial", applied_at=datetime.now(UTC))
-        )
+    migrations.migrate(engine, until="m001_initial")  # a database from before migration m002
+    with engine.begin() as conn:
         conn.execute(
             sa.text(
                 "INSERT INTO domains (id, name, spec, created_at, updated_at) "
@@ -508,6 +506,40 @@ def test_embeddings_rerank_the_lexical_hits(store, ids):
     # Strategy vectors are cached by (id, version): a second retrieval embeds only the query.
     lib.retrieve(convo)
     assert len(embedder.calls[-1]) == 1
+    lib.close()
+
+
+class LoopBoundEmbedder:
+    """An Embedder that, like an HTTP client's connection pool, works only on the event loop it was
+    first used on."""
+
+    name = "loop-bound"
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    async def embed(self, texts):
+        loop = asyncio.get_running_loop()
+        self.loop = self.loop or loop
+        if loop is not self.loop:
+            raise RuntimeError("bound to a different event loop")
+        self.calls += 1
+        await asyncio.sleep(0)
+        return [_topic_vector(t) for t in texts]
+
+
+def test_sync_retrieval_with_embeddings_works_every_time(store, ids):
+    embedder = LoopBoundEmbedder()
+    lib = StrategyLibrary(store, domain="northwind", k=2, budget=None, embedder=embedder)
+    convo = user("I want a refund to my card, it came broken")
+    first, second = lib.retrieve(convo), lib.retrieve(convo)
+    assert embedder.calls == 2
+    for found in (first, second):
+        assert found.ranker == "fts5+embeddings"
+        assert found.strategies[0].strategy.id == ids["damaged"]
+    assert second.refs == first.refs
+    assert lib.augment(convo).refs == first.refs
     lib.close()
 
 

@@ -15,7 +15,6 @@ from auditkit import add, grow_one, policy_judge
 from typer.testing import CliRunner
 
 from strategist.cli import app
-from strategist.models import FunctionModel, register_model, unregister_model
 from strategist.store import Store
 
 runner = CliRunner()
@@ -46,10 +45,8 @@ def db(cwd, northwind):
 
 
 @pytest.fixture
-def judge():
-    register_model("scripted/policy", lambda: FunctionModel(policy_judge(), name="scripted/policy"))
-    yield "scripted/policy"
-    unregister_model("scripted/policy")
+def judge(register_scripted):
+    return register_scripted("scripted/policy", policy_judge())
 
 
 def status_of(cwd, sid: int) -> tuple[str, int]:

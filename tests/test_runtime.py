@@ -10,7 +10,7 @@ import pytest
 from runtime_library import CONVERSATIONS, STRATEGIES, add_strategies
 
 from strategist.errors import ModelError, StrategistError
-from strategist.models import FunctionModel, ScriptedModel, register_model, unregister_model
+from strategist.models import FunctionModel, ScriptedModel
 from strategist.models.base import ChatModel, Completion, Message, Sampling
 from strategist.runtime import StrategicBot, StrategyLibrary
 from strategist.runtime.retrieval import estimate_tokens, strategy_prompt_text
@@ -138,6 +138,37 @@ def test_sync_stream_and_the_default_stream_of_any_model(library, ids):
     bot.close()
 
 
+class LoopBoundModel(ChatModel):
+    """Works only on the event loop it was first used on, as model clients (httpx) do."""
+
+    name = "loop-bound"
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.calls = 0
+
+    async def complete(self, messages: Sequence[Message], sampling: Sampling | None = None) -> Completion:
+        loop = asyncio.get_running_loop()
+        self.loop = self.loop or loop
+        if loop is not self.loop:
+            raise RuntimeError("bound to a different event loop")
+        self.calls += 1
+        listed = messages[0]["content"].count("When:")
+        return Completion(f"reply {self.calls}: {listed} strategies", self.name)
+
+
+def test_sync_reply_works_twice_in_a_row(library, ids):
+    model = LoopBoundModel()
+    bot = StrategicBot(model, library, "northwind", k=1)
+    first = bot.reply(CONVERSATIONS["damaged"])
+    second = bot.reply(CONVERSATIONS["backorder"])
+    assert (first.text, second.text) == ("reply 1: 1 strategies", "reply 2: 1 strategies")
+    assert first.strategies == [f"strategy:{ids['damaged']}@v1"]
+    assert second.strategies == [f"strategy:{ids['backorder']}@v1"]
+    assert list(bot.stream(CONVERSATIONS["identity"])) == ["reply 3: 1 strategies"]
+    bot.close()
+
+
 def test_the_sync_api_refuses_to_run_inside_an_event_loop(library):
     bot = StrategicBot(FunctionModel(echo_system), library, "northwind")
 
@@ -150,25 +181,22 @@ def test_the_sync_api_refuses_to_run_inside_an_event_loop(library):
     bot.close()
 
 
-def test_model_and_library_by_name(tmp_path, northwind):
+def test_model_and_library_by_name(tmp_path, northwind, register_scripted):
     from strategist.store import Store
 
     path = tmp_path / "lib.db"
     store = Store.open(path)
     ids = add_strategies(store, northwind)
     store.close()
-    register_model("scripted/named", lambda: FunctionModel(echo_system, name="scripted/named"))
-    try:
-        bot = StrategicBot(student="scripted/named", library=str(path))
-        reply = bot.reply(CONVERSATIONS["identity"])
-        assert reply.model == "scripted/named" and bot.domain == "northwind"
-        assert reply.strategies[0] == f"strategy:{ids['identity']}@v1"
-        bot.close()  # flushes the counters and closes the library it opened
-        check = Store.open(path)
-        assert check.get_strategy(ids["identity"]).times_retrieved == 1
-        check.close()
-    finally:
-        unregister_model("scripted/named")
+    register_scripted("scripted/named", echo_system)
+    bot = StrategicBot(student="scripted/named", library=str(path))
+    reply = bot.reply(CONVERSATIONS["identity"])
+    assert reply.model == "scripted/named" and bot.domain == "northwind"
+    assert reply.strategies[0] == f"strategy:{ids['identity']}@v1"
+    bot.close()  # flushes the counters and closes the library it opened
+    check = Store.open(path)
+    assert check.get_strategy(ids["identity"]).times_retrieved == 1
+    check.close()
 
 
 def test_bad_input_and_model_failures_are_strategist_errors(library):

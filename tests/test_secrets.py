@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,6 @@ from typer.testing import CliRunner
 from strategist.cli import app
 from strategist.engine.ledger import Ledger
 from strategist.errors import REDACTED, ModelError, ModelUnavailableError, one_line, redact_secrets
-from strategist.models import FunctionModel, Sampling, register_model, unregister_model
 from strategist.models.litellm_model import LiteLLMModel
 from strategist.packs import load_domain
 from strategist.store import Store
@@ -33,85 +30,14 @@ JUDGE_KEY = "sk-test-FAKE-judge-5d3a9b1c7e2f4a80"
 KEYS = (OPENAI_KEY, JUDGE_KEY)
 
 
-class EchoServer:
-    """An OpenAI-compatible server on 127.0.0.1 that answers from the scripted world (by model
-    name), records each request's Authorization header, and fails every ``fail_every``-th request
-    with an error body that quotes that header."""
-
-    def __init__(self, fail_every: int = 0, status: int = 400) -> None:
-        self.auth: list[tuple[str, str]] = []  # (model, Authorization header)
-        self.failed = 0
-        self.fail_every = fail_every
-        self.status = status
-        self.customer = world.Customer(stop_after=1)
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
-                model = str(body.get("model", "")).split("/")[-1]
-                auth = self.headers.get("authorization", "")
-                with outer.lock:
-                    outer.auth.append((model, auth))
-                    fail = outer.fail_every and len(outer.auth) % outer.fail_every == 0
-                    outer.failed += bool(fail)
-                if fail:
-                    error = {
-                        "message": f"request rejected; you sent '{auth}'",
-                        "type": "invalid_request_error",
-                    }
-                    return self._send(outer.status, {"error": error})
-                text = outer.answer(model, body)
-                usage = {"prompt_tokens": 20, "completion_tokens": 5, "total_tokens": 25}
-                message = {"role": "assistant", "content": text}
-                choice = {"index": 0, "message": message, "finish_reason": "stop"}
-                return self._send(
-                    200,
-                    {
-                        "id": "x",
-                        "object": "chat.completion",
-                        "created": 0,
-                        "model": model,
-                        "choices": [choice],
-                        "usage": usage,
-                    },
-                )
-
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("content-type", "application/json")
-                self.send_header("content-length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def answer(self, model: str, body: dict[str, Any]) -> str:
-        fmt = body.get("response_format") or {}
-        schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema")
-        sampling = Sampling(seed=body.get("seed"), json_schema=json.dumps(schema) if schema else None)
-        if "judge" in model:
-            return world.judge_fn(body["messages"], sampling)
-        return self.customer(body["messages"], sampling)
-
-    def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+def echo_server_roles() -> dict[str, Any]:
+    return {"fake-customer": world.Customer(stop_after=1), "fake-judge": world.judge_fn}
 
 
 @pytest.fixture
-def echo_server():
-    server = EchoServer(fail_every=4)
-    yield server
-    server.close()
+def echo_server(fake_openai):
+    """Answers from the scripted world; every fourth request fails with an error quoting its key."""
+    return fake_openai(lambda n: "echo-key" if (n + 1) % 4 == 0 else None, roles=echo_server_roles())
 
 
 @pytest.fixture
@@ -133,12 +59,8 @@ def _leaked_files(folder: Path) -> list[Path]:
     return files
 
 
-def _scripted(role: str, fn: Any) -> None:
-    register_model(f"scripted/{role}", lambda: FunctionModel(fn, name=f"scripted/{role}"))
-
-
 @pytest.mark.server
-def test_keys_never_reach_files_or_output(tmp_path, monkeypatch, keys, echo_server):
+def test_keys_never_reach_files_or_output(tmp_path, monkeypatch, keys, echo_server, scripted):
     monkeypatch.chdir(tmp_path)
     for var in ("STRATEGIST_DB", "STRATEGIST_CONFIG", "STRATEGIST_CUSTOMER_MODEL", "STRATEGIST_JUDGE_MODEL"):
         monkeypatch.delenv(var, raising=False)
@@ -161,8 +83,6 @@ timeout = 10
 """,
         encoding="utf-8",
     )
-    _scripted("teacher", world.Teacher(world.HELPFUL))
-    _scripted("student", world.student_fn)
     runner = CliRunner()
     outputs: list[str] = []
 
@@ -171,28 +91,24 @@ timeout = 10
         outputs.extend([result.stdout, result.stderr])
         return result
 
-    try:
-        assert run("init").exit_code == 0
-        grow = run(
-            "grow", "--teacher", "scripted/teacher", "--student", "scripted/student", "--scenarios", "2",
-            "--generate", "0", "--samples", "2", "--variants", "0", "--regression", "0", "--max-turns", "2",
-            "--max-strategies", "1", "--json",
-        )  # fmt: skip
-        assert grow.exit_code == 0, grow.output
-        summary = json.loads(grow.stdout)
-        assert summary["failures"] >= 1 and summary["dialogues"] >= 4
-        assert run("strategies", "list", "--json", "--status", "pending").exit_code == 0
-        assert run("strategies", "export", "library.yaml").exit_code == 0
-        assert run("runs", "show", str(summary["run_id"]), "--json").exit_code == 0
-        assert run("runs", "list").exit_code == 0
-        evaluated = run(
-            "eval", "--student", "scripted/student", "--samples", "1", "--max-turns", "1",
-            "--report", "report.html", "--include-pending",
-        )  # fmt: skip
-        assert evaluated.exit_code == 0, evaluated.output
-    finally:
-        for role in ("teacher", "student"):
-            unregister_model(f"scripted/{role}")
+    assert run("init").exit_code == 0
+    grow = run(
+        "grow", "--teacher", "scripted/teacher", "--student", "scripted/student", "--scenarios", "2",
+        "--generate", "0", "--samples", "2", "--variants", "0", "--regression", "0", "--max-turns", "2",
+        "--max-strategies", "1", "--json",
+    )  # fmt: skip
+    assert grow.exit_code == 0, grow.output
+    summary = json.loads(grow.stdout)
+    assert summary["failures"] >= 1 and summary["dialogues"] >= 4
+    assert run("strategies", "list", "--json", "--status", "pending").exit_code == 0
+    assert run("strategies", "export", "library.yaml").exit_code == 0
+    assert run("runs", "show", str(summary["run_id"]), "--json").exit_code == 0
+    assert run("runs", "list").exit_code == 0
+    evaluated = run(
+        "eval", "--student", "scripted/student", "--samples", "1", "--max-turns", "1",
+        "--report", "report.html", "--include-pending",
+    )  # fmt: skip
+    assert evaluated.exit_code == 0, evaluated.output
 
     # Searched twice: now, while engines the commands left open may keep recent writes in lib.db-wal,
     # and at the end, once everything is closed.
@@ -220,14 +136,14 @@ timeout = 10
 # -- the adapter itself ---------------------------------------------------------------------------------
 @pytest.mark.server
 @pytest.mark.parametrize("status", [400, 401, 500])
-async def test_key_is_sent_but_never_stored_when_a_call_fails(tmp_path, monkeypatch, status):
+async def test_key_is_sent_but_never_stored_when_a_call_fails(tmp_path, monkeypatch, status, fake_openai):
     """The key goes in the Authorization header; the server's error quotes it; the ledger row and the
     run's event hold the error without it. The variable's name does not look secret (no KEY or
     TOKEN in it), so only the adapter knows what to blank out."""
     secret = "sk-test-FAKE-adapter-0f9e8d7c6b5a"
     monkeypatch.setenv("STRATEGIST_JUDGE_AUTH", secret)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    server = EchoServer(fail_every=1, status=status)
+    server = fake_openai(lambda n: "echo-key", roles=echo_server_roles(), error_status=status)
     store = Store.open(tmp_path / "lib.db")
     try:
         store.upsert_domain(_domain())
@@ -250,7 +166,6 @@ async def test_key_is_sent_but_never_stored_when_a_call_fails(tmp_path, monkeypa
         assert all(secret not in e.message for e in store.events(run_id))
     finally:
         store.close()
-        server.close()
     for p in tmp_path.rglob("*"):
         if p.is_file():
             assert secret.encode() not in p.read_bytes(), p

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import NORTHWIND, free_port, stop_process, wait_for_http
+from conftest import NORTHWIND, free_port, llama_cpp_server, stop_process, wait_for_http
 from runtime_library import CONVERSATIONS, add_strategies
 
 from strategist.errors import ModelError
@@ -263,24 +263,9 @@ def test_upstream_failures_are_502_and_any_model_name_is_accepted(tmp_path):
 def embedding_server(tmp_path_factory):
     """llama.cpp's server in embedding mode (SmolLM2's hidden states; a stand-in for a real
     embedding model), as a base URL."""
-    from strategist.errors import ModelUnavailableError
-    from strategist.models.embedded import smollm2_path
-
-    try:
-        model_file = smollm2_path()
-    except ModelUnavailableError as exc:
-        pytest.skip(str(exc))
-    port = free_port()
-    log_path = tmp_path_factory.mktemp("embedding_server") / "server.log"
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_file), "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--model_alias", "smollm2", "--embedding", "true", "--n_ctx", "1024"]
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        try:
-            wait_for_http(f"http://127.0.0.1:{port}/v1/models", proc, log_path, 60)
-            yield f"http://127.0.0.1:{port}/v1"
-        finally:
-            stop_process(proc)
+    options = ("--embedding", "true", "--n_ctx", "1024")
+    with llama_cpp_server(tmp_path_factory.mktemp("embedding_server"), *options) as base:
+        yield f"{base}/v1"
 
 
 async def test_litellm_embeddings_rerank(embedding_server, library_db):

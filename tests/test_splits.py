@@ -9,17 +9,15 @@ import sqlite3
 from collections import Counter
 
 import pytest
-import world
 from typer.testing import CliRunner
+from world import ROLES
 
 from strategist.cli import app
 from strategist.core.domain import Scenario
 from strategist.core.splits import assign_splits, split_counts
 from strategist.errors import NotFoundError
-from strategist.models import FunctionModel, register_model, unregister_model
 
 runner = CliRunner()
-ROLES = ("teacher", "student", "customer", "judge")
 
 
 def run(*args: str):
@@ -161,23 +159,6 @@ def test_split_command_bad_input_is_one_line(cwd):
 
 
 # -- grow after a split ----------------------------------------------------------------------------
-@pytest.fixture
-def scripted():
-    fns = {
-        "teacher": world.Teacher(world.HELPFUL),
-        "student": world.student_fn,
-        "customer": world.Customer(),
-        "judge": world.judge_fn,
-    }
-    for role, fn in fns.items():
-        register_model(
-            f"scripted/{role}", lambda fn=fn, role=role: FunctionModel(fn, name=f"scripted/{role}")
-        )
-    yield [f"--{r}=scripted/{r}" for r in ROLES]
-    for role in ROLES:
-        unregister_model(f"scripted/{role}")
-
-
 def test_grow_never_touches_test_scenarios_after_a_split(cwd, scripted):
     result = run("scenarios", "split", "--test", "0.5", "--seed", "2", "--db", "lib.db", "--json")
     assert json.loads(result.stdout)["counts"]["test"] == 7

@@ -5,6 +5,7 @@ strategy the test asks for. Everything runs on FunctionModel: offline and instan
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from strategist.models import FunctionModel, Sampling
@@ -105,6 +106,19 @@ class Teacher:
         if sampling.json_schema:
             return json.dumps({"strategies": [self.proposal]})
         return f"I can't refund the card after 30 days, but I can offer {GOOD_PHRASE}."
+
+
+ROLES = ("teacher", "student", "customer", "judge")
+
+
+def role_functions(proposal: dict[str, str] | None = None) -> dict[str, Callable[..., str]]:
+    """A fresh scripted world, role by role; the teacher proposes ``proposal`` (HELPFUL)."""
+    return {
+        "teacher": Teacher(proposal or HELPFUL),
+        "student": student_fn,
+        "customer": Customer(),
+        "judge": judge_fn,
+    }
 
 
 def models(proposal: dict[str, str], customer: Customer | None = None, teacher: Teacher | None = None):

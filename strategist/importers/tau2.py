@@ -21,22 +21,33 @@ The folder holds ``policy.md`` and ``tasks.json`` and ``split_tasks.json``, and 
   in its instructions or in its expected actions' arguments) and the records that belong to it
   -> known facts, without the fields ``unknown_info`` says the customer does not know.
 
-Every problem is one ``InputError`` naming the file and the field; nothing is returned half-made.
+The task format is read into pydantic models (``Tau2Task`` and its parts, kept on the result);
+``tau2_db.py`` mines ``db.json``. Every problem is one ``InputError`` naming the file and the
+field; nothing is returned half-made.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 from ..core.domain import Check, Difficulty, Domain, Intent, Scenario, Split, SuccessCriteria
-from ..errors import InputError, describe_validation_error
+from ..errors import InputError, describe_validation_error, format_loc
+from .tau2_db import CustomerDb, clean, meaningful
 
 REQUIRED_FILES = ("policy.md", "tasks.json", "split_tasks.json")
 DB_FILE = "db.json"
@@ -49,7 +60,121 @@ LOOKUP_VERBS = frozenset(
     | {"query", "fetch", "retrieve", "think"}
 )
 DOMAIN_RUBRIC = "The agent acts within the policy and does not promise anything the policy forbids."
-_EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
+
+
+# -- the task format -----------------------------------------------------------------------------
+def _kind(value: Any) -> str:
+    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
+    )
+
+
+def _not_empty(value: str) -> str:
+    if not value.strip():
+        raise PydanticCustomError("empty", "must not be empty")
+    return value
+
+
+def _task_id(value: Any) -> Any:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise PydanticCustomError(
+            "id", "expected a task id (string or integer), got {kind}", {"kind": _kind(value)}
+        )
+    return str(value)
+
+
+def _array_of_strings(value: Any) -> Any:
+    if not isinstance(value, list):
+        raise PydanticCustomError("list", "expected an array of strings, got {k}", {"k": _kind(value)})
+    return value
+
+
+Text = Annotated[str, AfterValidator(_not_empty)]
+TaskId = Annotated[str, BeforeValidator(_task_id)]
+#: Phrases and assertions: each one non-empty, its white space folded.
+Texts = Annotated[list[Annotated[Text, AfterValidator(clean)]], BeforeValidator(_array_of_strings)]
+
+
+class _Format(BaseModel):
+    # Strict: a number is not a string. Fields of tau2's format not read here are ignored.
+    model_config = ConfigDict(strict=True, extra="ignore", frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_is_absent(cls, data: Any) -> Any:
+        # tau2 writes null for what a task leaves out; a null where a value is needed is "missing".
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
+
+
+class Instructions(_Format):
+    """What the simulated customer is told. tau2 also allows plain text: the reason for calling."""
+
+    reason_for_call: Text
+    known_info: str | None = None
+    unknown_info: str | None = None
+    task_instructions: str | None = None  # how the customer behaves
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_text(cls, data: Any) -> Any:
+        return {"reason_for_call": _not_empty(data)} if isinstance(data, str) else data
+
+
+class UserScenario(_Format):
+    persona: str | None = None  # free text
+    instructions: Instructions
+
+
+class Action(_Format):
+    """An action the task expects: a tool's name and the arguments it is called with."""
+
+    name: Text
+    arguments: dict[str, Any] = {}
+    requestor: str | None = None  # "user" for an action the customer takes, else the agent's
+
+
+class EvaluationCriteria(_Format):
+    actions: list[Action] = []
+    communicate_info: Texts = []
+    nl_assertions: Texts = []
+    reward_basis: list[str] = []  # e.g. ["DB", "NL_ASSERTION"]
+
+
+class Description(_Format):
+    purpose: str | None = None
+
+
+class Tau2Task(_Format):
+    """One task of ``tasks.json``."""
+
+    id: TaskId
+    user_scenario: UserScenario
+    evaluation_criteria: EvaluationCriteria = EvaluationCriteria()
+    description: Description = Description()
+
+    @property
+    def actions(self) -> list[Action]:
+        return self.evaluation_criteria.actions
+
+
+class _Splits(_Format):
+    train: list[TaskId] = []
+    test: list[TaskId] = []
+
+
+_TASKS = TypeAdapter(list[Tau2Task])
+_OBJECT = ("dict_type", "model_type", "model_attributes_type")
+_EXPECTED = {"string_type": "a string", "list_type": "an array", **dict.fromkeys(_OBJECT, "an object")}
+
+
+def _problem(source: Path, exc: ValidationError) -> InputError:
+    """The first error in the project's words: ``[3].id: missing``, ``expected a string, got a number``."""
+    first = exc.errors()[0]
+    kind = first["type"]
+    problem = "missing" if kind == "missing" else first["msg"]
+    if kind in _EXPECTED:
+        problem = f"expected {_EXPECTED[kind]}, got {_kind(first.get('input'))}"
+    return InputError(str(source), format_loc(first["loc"]), problem)
 
 
 @dataclass
@@ -58,6 +183,7 @@ class Tau2Import:
     scenarios: list[Scenario]
     customers_found: list[str] = field(default_factory=list)  # task ids with db.json facts
     used_db: bool = False
+    tasks: list[Tau2Task] = field(default_factory=list)  # as read, in the file's order
 
     def split_counts(self) -> dict[str, int]:
         counts = {"train": 0, "dev": 0, "test": 0}
@@ -66,7 +192,7 @@ class Tau2Import:
         return counts
 
 
-# -- reading and checking ------------------------------------------------------------------------
+# -- reading -------------------------------------------------------------------------------------
 def _read_text(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
@@ -88,177 +214,52 @@ def _read_json(path: Path) -> Any:
         raise InputError(str(path), "", "invalid JSON: nested too deeply") from None
 
 
-def _kind(value: Any) -> str:
-    return {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(
-        type(value), "a number" if isinstance(value, int | float) else type(value).__name__
-    )
-
-
-class _Reader:
-    """Type checks on parsed JSON that raise an InputError naming this file and the field."""
-
-    def __init__(self, path: Path) -> None:
-        self.source = str(path)
-
-    def fail(self, where: str, problem: str) -> InputError:
-        return InputError(self.source, where or "(top level)", problem)
-
-    def obj(self, value: Any, where: str) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise self.fail(where, f"expected an object, got {_kind(value)}")
-        return value
-
-    def req(self, parent: dict[str, Any], key: str, where: str) -> Any:
-        if parent.get(key) is None:
-            raise self.fail(_join(where, key), "missing")
-        return parent[key]
-
-    def opt_obj(self, parent: dict[str, Any], key: str, where: str) -> dict[str, Any]:
-        value = parent.get(key)
-        return {} if value is None else self.obj(value, _join(where, key))
-
-    def opt_str(self, parent: dict[str, Any], key: str, where: str) -> str | None:
-        value = parent.get(key)
-        if value is not None and not isinstance(value, str):
-            raise self.fail(_join(where, key), f"expected a string, got {_kind(value)}")
-        return value
-
-    def text(self, parent: dict[str, Any], key: str, where: str) -> str:
-        value = self.req(parent, key, where)
-        if not isinstance(value, str):
-            raise self.fail(_join(where, key), f"expected a string, got {_kind(value)}")
-        if not value.strip():
-            raise self.fail(_join(where, key), "must not be empty")
-        return value
-
-    def ident(self, value: Any, where: str) -> str:
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            raise self.fail(where, f"expected a task id (string or integer), got {_kind(value)}")
-        return str(value)
-
-    def texts(self, parent: dict[str, Any], key: str, where: str) -> list[str]:
-        value = parent.get(key)
-        if value is None:
-            return []
-        if not isinstance(value, list):
-            raise self.fail(_join(where, key), f"expected an array of strings, got {_kind(value)}")
-        out = []
-        for i, item in enumerate(value):
-            if not isinstance(item, str):
-                raise self.fail(f"{_join(where, key)}[{i}]", f"expected a string, got {_kind(item)}")
-            if not item.strip():
-                raise self.fail(f"{_join(where, key)}[{i}]", "must not be empty")
-            out.append(" ".join(item.split()))
-        return out
-
-    def array(self, value: Any, where: str) -> list[Any]:
-        if not isinstance(value, list):
-            raise self.fail(where, f"expected an array, got {_kind(value)}")
-        return value
-
-
-def _join(where: str, key: str) -> str:
-    return f"{where}.{key}" if where else key
-
-
-@dataclass
-class _Action:
-    name: str
-    by_user: bool
-    arguments: dict[str, Any]
-
-
-@dataclass
-class _Task:
-    index: int
-    id: str
-    persona: str | None
-    reason: str
-    known: str | None
-    unknown: str | None
-    behaviour: str | None
-    purpose: str | None
-    actions: list[_Action]
-    communicate: list[str]
-    assertions: list[str]
-
-
-def _parse_task(r: _Reader, raw: Any, i: int) -> _Task:
-    where = f"[{i}]"
-    task = r.obj(raw, where)
-    task_id = r.ident(r.req(task, "id", where), f"{where}.id")
-    us_where = f"{where}.user_scenario"
-    us = r.obj(r.req(task, "user_scenario", where), us_where)
-    persona = r.opt_str(us, "persona", us_where)
-    instructions = r.req(us, "instructions", us_where)
-    in_where = f"{us_where}.instructions"
-    known = unknown = behaviour = None
-    if isinstance(instructions, str):  # tau2 also allows plain-text instructions
-        if not instructions.strip():
-            raise r.fail(in_where, "must not be empty")
-        reason = instructions
-    else:
-        ins = r.obj(instructions, in_where)
-        reason = r.text(ins, "reason_for_call", in_where)
-        known = r.opt_str(ins, "known_info", in_where)
-        unknown = r.opt_str(ins, "unknown_info", in_where)
-        behaviour = r.opt_str(ins, "task_instructions", in_where)
-    ec_where = f"{where}.evaluation_criteria"
-    ec = r.opt_obj(task, "evaluation_criteria", where)
-    actions = []
-    for j, raw_action in enumerate(r.array(ec.get("actions") or [], f"{ec_where}.actions")):
-        a_where = f"{ec_where}.actions[{j}]"
-        a = r.obj(raw_action, a_where)
-        actions.append(
-            _Action(
-                name=r.text(a, "name", a_where),
-                by_user=r.opt_str(a, "requestor", a_where) == "user",
-                arguments=r.opt_obj(a, "arguments", a_where),
-            )
-        )
-    description = r.opt_obj(task, "description", where)
-    return _Task(
-        index=i,
-        id=task_id,
-        persona=_clean(persona) or None,
-        reason=reason,
-        known=known,
-        unknown=unknown,
-        behaviour=behaviour,
-        purpose=r.opt_str(description, "purpose", f"{where}.description"),
-        actions=actions,
-        communicate=r.texts(ec, "communicate_info", ec_where),
-        assertions=r.texts(ec, "nl_assertions", ec_where),
-    )
+def _read_tasks(path: Path) -> list[Tau2Task]:
+    raw = _read_json(path)
+    if not isinstance(raw, list):
+        raise InputError(str(path), "(top level)", f"expected an array of tasks, got {_kind(raw)}")
+    if not raw:
+        raise InputError(str(path), "(top level)", "no tasks")
+    try:
+        tasks = _TASKS.validate_python(raw)
+    except ValidationError as exc:
+        raise _problem(path, exc) from None
+    seen: dict[str, int] = {}
+    for i, t in enumerate(tasks):
+        if t.id in seen:
+            raise InputError(str(path), f"[{i}].id", f"duplicate task id '{t.id}' (also at [{seen[t.id]}])")
+        seen[t.id] = i
+    return tasks
 
 
 def _read_splits(path: Path, task_ids: list[str]) -> dict[str, Split]:
-    r = _Reader(path)
-    data = r.obj(_read_json(path), "")
+    try:
+        splits = _Splits.model_validate(_read_json(path))
+    except ValidationError as exc:
+        raise _problem(path, exc) from None
     out: dict[str, Split] = {}
-    for split in ("train", "test"):
-        for i, raw in enumerate(r.array(data.get(split) or [], split)):
-            tid = r.ident(raw, f"{split}[{i}]")
+    named: tuple[tuple[Split, list[str]], ...] = (("train", splits.train), ("test", splits.test))
+    for split, ids in named:
+        for i, tid in enumerate(ids):
             if out.get(tid, split) != split:
-                raise r.fail(f"{split}[{i}]", f"task '{tid}' is also in '{out[tid]}'")
+                raise InputError(str(path), f"{split}[{i}]", f"task '{tid}' is also in '{out[tid]}'")
             out[tid] = split
     # Tasks the file does not name are held out from growing but are not official test tasks.
     return {tid: out.get(tid, "dev") for tid in task_ids}
 
 
+def _read_db(path: Path) -> CustomerDb | None:
+    if not path.is_file():
+        return None
+    data = _read_json(path)
+    if not isinstance(data, dict):
+        raise InputError(str(path), "(top level)", f"expected an object of collections, got {_kind(data)}")
+    return CustomerDb(data)
+
+
 # -- text ----------------------------------------------------------------------------------------
-def _clean(text: str | None) -> str:
-    return " ".join((text or "").split())
-
-
-def _meaningful(text: str | None) -> bool:
-    """tau2 writes 'None' or '.' where a field has nothing to say."""
-    t = _clean(text).strip(" .").lower()
-    return bool(re.search(r"[a-z0-9]", t)) and t not in ("none", "null", "n/a")
-
-
 def _short(text: str, n: int) -> str:
-    text = _clean(text)
+    text = clean(text)
     if len(text) <= n:
         return text
     cut = text[: n - 1].rsplit(" ", 1)[0].rstrip(",;:")
@@ -266,7 +267,7 @@ def _short(text: str, n: int) -> str:
 
 
 def _first_sentence(text: str) -> str:
-    text = _clean(re.sub(r"\([^()]*\)", "", text))  # parentheses hold asides meant for the customer only
+    text = clean(re.sub(r"\([^()]*\)", "", text))  # parentheses hold asides meant for the customer only
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
     parts = re.split(r"(?<=[.!?])\s+(?=[A-Z\"'])", text, maxsplit=1)
     return parts[0] if parts else text
@@ -334,7 +335,7 @@ def policy_heading(policy: str) -> str | None:
     """The policy's title: its first line, when that is a Markdown heading."""
     first = next((line for line in policy.splitlines() if line.strip()), "")
     m = re.match(r"^\s*#{1,6}\s+(.+?)\s*#*\s*$", first)
-    return (_clean(re.sub(r"[*_`]", "", m.group(1))) or None) if m else None
+    return (clean(re.sub(r"[*_`]", "", m.group(1))) or None) if m else None
 
 
 # -- intents and difficulty ------------------------------------------------------------------------
@@ -343,9 +344,9 @@ def _is_lookup(name: str) -> bool:
     return bool(words) and words[0].lower() in LOOKUP_VERBS
 
 
-def _intent(task: _Task) -> tuple[str, str]:
+def _intent(task: Tau2Task) -> tuple[str, str]:
     """(intent id, description) for a task."""
-    mine = [a for a in task.actions if not a.by_user] or task.actions
+    mine = [a for a in task.actions if a.requestor != "user"] or task.actions
     changes = [a.name for a in mine if not _is_lookup(a.name)]
     if changes:
         name = changes[0]
@@ -357,217 +358,11 @@ def _intent(task: _Task) -> tuple[str, str]:
     return "general", "The task expects no action: the agent answers, explains or refuses."
 
 
-def _difficulty(task: _Task) -> Difficulty:
+def _difficulty(task: Tau2Task) -> Difficulty:
     changes = sum(1 for a in task.actions if not _is_lookup(a.name))
-    weight = changes + len(task.communicate) + len(task.assertions)
+    criteria = task.evaluation_criteria
+    weight = changes + len(criteria.communicate_info) + len(criteria.nl_assertions)
     return "easy" if weight <= 1 else "medium" if weight <= 3 else "hard"
-
-
-# -- db.json: the customer's own records -----------------------------------------------------------
-def _records(value: Any) -> Iterator[tuple[str, dict[str, Any]]]:
-    """(key, record) pairs of a collection: an object of objects or an array of objects."""
-    if isinstance(value, dict):
-        for k, rec in value.items():
-            if isinstance(rec, dict):
-                yield str(k), rec
-    elif isinstance(value, list):
-        for i, rec in enumerate(value):
-            if isinstance(rec, dict):
-                key = next(
-                    (
-                        str(v)
-                        for k, v in rec.items()
-                        if (k == "id" or k.endswith("_id"))
-                        and isinstance(v, str | int)
-                        and not isinstance(v, bool)
-                    ),
-                    f"#{i}",
-                )
-                yield key, rec
-
-
-def _emails(rec: dict[str, Any]) -> list[str]:
-    out = []
-    for v in rec.values():
-        for item in v if isinstance(v, list) else [v]:
-            if isinstance(item, str) and _EMAIL.match(item):
-                out.append(item)
-    return out
-
-
-def _names(rec: dict[str, Any]) -> list[str]:
-    names = []
-    for k, v in rec.items():
-        if k.lower() == "name" or k.lower().endswith("name"):
-            if isinstance(v, dict):
-                v = " ".join(str(x) for x in v.values() if isinstance(x, str))
-            if isinstance(v, str):
-                names.append(_clean(v))
-    first, last = rec.get("first_name"), rec.get("last_name")
-    if isinstance(first, str) and isinstance(last, str):
-        names.append(_clean(f"{first} {last}"))
-    return [n for n in names if len(n.split()) >= 2]  # one word alone matches too much
-
-
-def _leaves(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _leaves(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _leaves(v)
-    elif isinstance(value, str | int) and not isinstance(value, bool):
-        yield str(value)
-
-
-def _mentions(haystack: str, needle: str) -> bool:
-    """``needle`` occurs in ``haystack`` (both lower case) as a whole token."""
-    if not needle:
-        return False
-    start = 0
-    while (i := haystack.find(needle, start)) >= 0:
-        before = haystack[i - 1] if i else " "
-        j = i + len(needle)
-        after = haystack[j] if j < len(haystack) else " "
-        if not (before.isalnum() or before == "_") and not (after.isalnum() or after == "_"):
-            return True
-        start = i + 1
-    return False
-
-
-def _own_ids(key: str, rec: dict[str, Any]) -> set[str]:
-    ids = {key}
-    for k, v in rec.items():
-        if (k == "id" or k.endswith("_id")) and isinstance(v, str | int) and str(v) == key:
-            ids.add(str(v))
-    return ids
-
-
-@dataclass
-class _Person:
-    collection: str
-    key: str
-    record: dict[str, Any]
-    strong: list[str]  # ids and emails, lower case
-    names: list[str]  # lower case
-
-
-class _Db:
-    """A tau2 db.json: collections of records. People are the records of collections whose records
-    mostly carry an email address; a person's records are those that point at their id, or that
-    their own lists of ids name."""
-
-    def __init__(self, data: dict[str, Any]) -> None:
-        self.collections = {name: list(_records(v)) for name, v in data.items()}
-        self.collections = {k: v for k, v in self.collections.items() if v}
-        self.people: list[_Person] = []
-        self.person_collections: set[str] = set()
-        for name, recs in self.collections.items():
-            with_email = [(k, r) for k, r in recs if _emails(r)]
-            if len(with_email) * 2 >= len(recs):
-                self.person_collections.add(name)
-                for k, r in recs:
-                    strong = sorted({i.lower() for i in _own_ids(k, r)} | {e.lower() for e in _emails(r)})
-                    self.people.append(_Person(name, k, r, strong, [n.lower() for n in _names(r)]))
-
-    def find(self, text: str) -> _Person | None:
-        """The one person ``text`` (lower case) is about, or None when nobody or several tie."""
-        scored = []
-        for p in self.people:
-            strong = any(_mentions(text, s) for s in p.strong)
-            named = any(_mentions(text, n) for n in p.names)
-            if strong or named:
-                extra = sum(
-                    1 for leaf in set(_leaves(p.record)) if len(leaf) >= 4 and _mentions(text, leaf.lower())
-                )
-                scored.append(((strong, named, extra), p))
-        if not scored:
-            return None
-        scored.sort(key=lambda sp: sp[0], reverse=True)
-        if len(scored) > 1 and scored[0][0] == scored[1][0]:
-            return None
-        return scored[0][1]
-
-    def owned(self, person: _Person) -> list[tuple[str, str, dict[str, Any], set[str]]]:
-        """(collection, key, record, fields linking it to the person) for the person's records."""
-        ids = _own_ids(person.key, person.record)
-        listed = {
-            str(x)
-            for v in person.record.values()
-            if isinstance(v, list)
-            for x in v
-            if isinstance(x, str | int) and not isinstance(x, bool)
-        }
-        out = []
-        for name, recs in self.collections.items():
-            if name in self.person_collections:
-                continue
-            for key, rec in recs:
-                links = {
-                    k
-                    for k, v in rec.items()
-                    if isinstance(v, str | int) and not isinstance(v, bool) and str(v) in ids
-                }
-                if links or key in listed:
-                    out.append((name, key, rec, links))
-        return out
-
-
-def _render(value: Any, nested: bool = False) -> str:
-    if isinstance(value, dict):
-        parts = [f"{k}: {_render(v, True)}" for k, v in value.items() if not _empty(v)]
-        return f"({', '.join(parts)})" if nested else "; ".join(parts)
-    if isinstance(value, list):
-        return "[" + "; ".join(_render(v, True) for v in value if not _empty(v)) + "]"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    return _clean(str(value))
-
-
-def _empty(value: Any) -> bool:
-    return value is None or value == "" or value == [] or value == {}
-
-
-def _fields_named(fields: list[str], text: str) -> set[str]:
-    """The fields whose names (``user_id`` as "user id") ``text`` mentions. A name right after
-    another one qualifies it and is not counted: "email address" names ``email``, not ``address``."""
-    spans = []
-    for f in fields:
-        m = re.search(rf"\b{re.escape(f.replace('_', ' ').lower())}\b", text)
-        if m:
-            spans.append((m.start(), m.end(), f))
-    spans.sort()
-    out: set[str] = set()
-    for i, (start, _end, f) in enumerate(spans):
-        if any(text[e:start].strip() == "" and e <= start for _s, e, _f in spans[:i]):
-            continue
-        out.add(f)
-    return out
-
-
-def _record_fact(collection: str, key: str, rec: dict[str, Any], drop: set[str], unknown: str) -> str:
-    """One known fact: the record without the fields the customer does not know (per unknown_info)
-    and without the fields that only link it to the customer."""
-    hidden = _fields_named(list(rec), unknown) if _meaningful(unknown) else set()
-    kept = {k: v for k, v in rec.items() if k not in drop | hidden}
-    show_key = not any(str(rec[k]) == key for k in hidden if isinstance(rec[k], str | int))
-    head = f"Your record in {collection}" + (f" ({key})" if show_key else "")
-    return f"{head}: {_render(kept)}"
-
-
-def _customer_facts(db: _Db, task: _Task) -> list[str] | None:
-    args = [" ".join(_leaves(a.arguments)) for a in task.actions]
-    text = "\n".join(
-        [_clean(t) for t in (task.reason, task.known, task.unknown, task.behaviour) if t] + args
-    ).lower()
-    person = db.find(text)
-    if person is None:
-        return None
-    unknown = _clean(task.unknown).lower()
-    facts = [_record_fact(person.collection, person.key, person.record, set(), unknown)]
-    for name, key, rec, links in db.owned(person):
-        facts.append(_record_fact(name, key, rec, links, unknown))
-    return facts
 
 
 # -- the import ------------------------------------------------------------------------------------
@@ -578,7 +373,7 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
     if not folder.is_dir():
         raise InputError(str(folder), "", "not a folder")
     domain_id = slug(name, "-")
-    if not domain_id or not _clean(name):
+    if not domain_id or not clean(name):
         raise InputError("--name", "", f"'{name}' has no letters or digits to make a domain id from")
     for required in REQUIRED_FILES:
         if not (folder / required).is_file():
@@ -590,74 +385,53 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
         raise InputError(str(policy_path), "", "the policy is empty")
 
     tasks_path = folder / "tasks.json"
-    r = _Reader(tasks_path)
-    raw_tasks = _read_json(tasks_path)
-    if not isinstance(raw_tasks, list):
-        raise r.fail("", f"expected an array of tasks, got {_kind(raw_tasks)}")
-    if not raw_tasks:
-        raise r.fail("", "no tasks")
-    tasks = [_parse_task(r, t, i) for i, t in enumerate(raw_tasks)]
-    seen: dict[str, int] = {}
-    for t in tasks:
-        if t.id in seen:
-            raise r.fail(f"[{t.index}].id", f"duplicate task id '{t.id}' (also at [{seen[t.id]}])")
-        seen[t.id] = t.index
-
+    tasks = _read_tasks(tasks_path)
     splits = _read_splits(folder / "split_tasks.json", [t.id for t in tasks])
-
-    db: _Db | None = None
-    db_path = folder / DB_FILE
-    if db_path.is_file():
-        data = _read_json(db_path)
-        if not isinstance(data, dict):
-            raise InputError(
-                str(db_path), "(top level)", f"expected an object of collections, got {_kind(data)}"
-            )
-        db = _Db(data)
+    db = _read_db(folder / DB_FILE)
 
     intents: dict[str, str] = {}
     personas: list[str] = []
     found: list[str] = []
-    drafts: list[tuple[_Task, dict[str, Any]]] = []
+    drafts: list[dict[str, Any]] = []
     for t in tasks:
         intent, description = _intent(t)
         intents.setdefault(intent, description)
-        persona = t.persona or DEFAULT_PERSONA
+        persona = clean(t.user_scenario.persona) or DEFAULT_PERSONA
         if persona not in personas:
             personas.append(persona)
-        known = [_clean(t.known)] if _meaningful(t.known) else []
+        ins, criteria = t.user_scenario.instructions, t.evaluation_criteria
+        known = [clean(ins.known_info)] if meaningful(ins.known_info) else []
         if db is not None:
-            facts = _customer_facts(db, t)
+            texts = (ins.reason_for_call, ins.known_info, ins.unknown_info, ins.task_instructions)
+            facts = db.customer_facts(texts, [a.arguments for a in t.actions], ins.unknown_info)
             if facts is not None:
                 known += facts
                 found.append(t.id)
-        goal = _clean(t.reason)
-        if _meaningful(t.behaviour):
-            goal += f" How you behave: {_clean(t.behaviour)}"
+        goal = clean(ins.reason_for_call)
+        if meaningful(ins.task_instructions):
+            goal += f" How you behave: {clean(ins.task_instructions)}"
         drafts.append(
-            (
-                t,
-                {
-                    "domain": domain_id,
-                    "title": f"tau2 task {t.id}: {_short(t.purpose or t.reason, 120)}",
-                    "intent": intent,
-                    "persona": {PERSONA_DIMENSION: persona},
-                    "goal": goal,
-                    "known_facts": known,
-                    "hidden_facts": [_clean(t.unknown)] if _meaningful(t.unknown) else [],
-                    "opening": opening_line(t.reason),
-                    "success": SuccessCriteria(
-                        must_say=[Check(text=c) for c in t.communicate], rubric=list(t.assertions)
-                    ),
-                    "difficulty": _difficulty(t),
-                    "origin": "imported",
-                    "split": splits[t.id],
-                },
-            )
+            {
+                "domain": domain_id,
+                "title": f"tau2 task {t.id}: {_short(t.description.purpose or ins.reason_for_call, 120)}",
+                "intent": intent,
+                "persona": {PERSONA_DIMENSION: persona},
+                "goal": goal,
+                "known_facts": known,
+                "hidden_facts": [clean(ins.unknown_info)] if meaningful(ins.unknown_info) else [],
+                "opening": opening_line(ins.reason_for_call),
+                "success": SuccessCriteria(
+                    must_say=[Check(text=c) for c in criteria.communicate_info],
+                    rubric=list(criteria.nl_assertions),
+                ),
+                "difficulty": _difficulty(t),
+                "origin": "imported",
+                "split": splits[t.id],
+            }
         )
 
     heading = policy_heading(policy)
-    label = _clean(name)
+    label = clean(name)
     try:
         domain = Domain(
             id=domain_id,
@@ -677,13 +451,13 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
     except ValidationError as exc:
         raise describe_validation_error(str(policy_path), exc) from None
     scenarios = []
-    for t, spec in drafts:
+    for i, (t, spec) in enumerate(zip(tasks, drafts, strict=True)):
         try:
             s = Scenario.model_validate(spec)
         except ValidationError as exc:
             err = describe_validation_error(str(tasks_path), exc)
-            raise InputError(err.source, f"[{t.index}] (task '{t.id}'): {err.field}", err.problem) from None
+            raise InputError(err.source, f"[{i}] (task '{t.id}'): {err.field}", err.problem) from None
         for where, problem in s.problems_with(domain):  # cannot happen: the domain is built from them
-            raise InputError(str(tasks_path), f"[{t.index}].{where}", problem)
+            raise InputError(str(tasks_path), f"[{i}].{where}", problem)
         scenarios.append(s)
-    return Tau2Import(domain, scenarios, found, db is not None)
+    return Tau2Import(domain, scenarios, found, db is not None, tasks)

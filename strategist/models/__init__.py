@@ -1,4 +1,5 @@
-"""Models: one interface (ChatModel), adapters, and how a model name becomes a model.
+"""Models: one interface (ChatModel), adapters, and how a model name becomes a model; embedding
+models (Embedder) beside them. Only this package talks to model providers.
 
 Names: ``embedded/smollm2`` runs in-process, and so does any GGUF file named
 ``embedded/PATH.gguf`` (relative to the working directory, or ``embedded//abs/path.gguf``); a
@@ -22,13 +23,17 @@ from .base import (
     ToolCallRequest,
     ToolParams,
 )
+from .embedding import Embedder, FunctionEmbedder, LiteLLMEmbedder
 from .scripted import Call, FunctionModel, ScriptedModel, tool_call, tool_calls
 
 __all__ = [
     "Call",
     "ChatModel",
     "Completion",
+    "Embedder",
+    "FunctionEmbedder",
     "FunctionModel",
+    "LiteLLMEmbedder",
     "Message",
     "Sampling",
     "ScriptedModel",

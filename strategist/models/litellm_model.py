@@ -53,6 +53,23 @@ def import_litellm() -> Any:
     return _litellm
 
 
+def connection_kwargs(model: str, api_base: str | None, api_key_env: str | None) -> dict[str, Any]:
+    """Where a litellm call goes and the key it carries: ``api_base``, and the value of the
+    variable ``api_key_env`` names (else litellm reads the provider's own variable). Shared by the
+    chat adapter and the embedder, so both reach a server the same way."""
+    kwargs: dict[str, Any] = {}
+    if api_base:
+        kwargs["api_base"] = api_base
+    if api_key_env:
+        key = os.environ.get(api_key_env)
+        if not key:
+            raise ModelUnavailableError(model, f"environment variable {api_key_env} is not set")
+        kwargs["api_key"] = key
+    elif api_base and model.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
+        kwargs["api_key"] = "none"  # self-hosted servers usually want no key, the client wants one
+    return kwargs
+
+
 def _litellm_errors(*names: str) -> tuple[type[BaseException], ...]:
     return tuple(getattr(_litellm, n) for n in names if _litellm is not None and hasattr(_litellm, n))
 
@@ -204,16 +221,7 @@ class LiteLLMModel(ChatModel):
             fmt = self._response_format(s.json_schema)
             if fmt:
                 kwargs["response_format"] = fmt
-        if self.api_base:
-            kwargs["api_base"] = self.api_base
-        if self.api_key_env:
-            key = os.environ.get(self.api_key_env)
-            if not key:
-                raise ModelUnavailableError(self.name, f"environment variable {self.api_key_env} is not set")
-            kwargs["api_key"] = key
-        elif self.api_base and self.name.startswith("openai/") and not os.environ.get("OPENAI_API_KEY"):
-            kwargs["api_key"] = "none"  # self-hosted servers usually want no key, the client wants one
-        return kwargs
+        return {**kwargs, **connection_kwargs(self.name, self.api_base, self.api_key_env)}
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         """litellm.acompletion with retries on transient errors; failures become our errors."""

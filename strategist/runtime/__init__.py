@@ -3,16 +3,11 @@ built on both, and (strategist/server.py) an OpenAI-compatible endpoint."""
 
 from __future__ import annotations
 
+from ..models.embedding import Embedder, FunctionEmbedder, LiteLLMEmbedder
 from .bot import BotReply, ReplyStream, StrategicBot, SyncReplyStream, model_token_counter
-from .library import AugmentedMessages, StrategyLibrary, UsageCounter
-from .retrieval import (
-    Embedder,
-    FunctionEmbedder,
-    LiteLLMEmbedder,
-    Retrieval,
-    Retrieved,
-    estimate_tokens,
-)
+from .library import AugmentedMessages, RetrievalOptions, RetrievalSettings, StrategyLibrary
+from .retrieval import Retrieval, Retrieved, estimate_tokens
+from .usage import UsageCounter
 
 __all__ = [
     "AugmentedMessages",
@@ -22,6 +17,8 @@ __all__ = [
     "LiteLLMEmbedder",
     "ReplyStream",
     "Retrieval",
+    "RetrievalOptions",
+    "RetrievalSettings",
     "Retrieved",
     "StrategicBot",
     "StrategyLibrary",

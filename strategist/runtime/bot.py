@@ -7,20 +7,16 @@
 
 from __future__ import annotations
 
-import asyncio
-import threading
-from collections.abc import AsyncIterator, Awaitable, Iterator, Mapping, Sequence
-from concurrent.futures import Future
+import functools
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Unpack
 
 from ..models.base import ChatModel, Completion, Message, Sampling
-from .library import StrategyLibrary, check_messages
+from .bridge import run_sync
+from .library import SYSTEM_ROLES, RetrievalSettings, StrategyLibrary, check_messages, model_messages
 from .retrieval import Retrieval, TokenCounter, estimate_tokens
-from .text import message_text
-
-T = TypeVar("T")
 
 
 def model_token_counter(model: ChatModel) -> TokenCounter:
@@ -33,15 +29,14 @@ def model_token_counter(model: ChatModel) -> TokenCounter:
     return count
 
 
-@dataclass(frozen=True)
-class BotReply:
-    """One reply, with the strategies that were in the prompt when it was written."""
+def _refuse(name: str) -> str:
+    return f"{name}() cannot run inside an event loop; use its async twin a{name}()"
 
-    text: str
+
+class _WithStrategies:
+    """What a reply says about the strategies in its prompt."""
+
     retrieval: Retrieval
-    messages: list[Message]  # exactly what the student was sent
-    model: str
-    completion: Completion | None = None  # None for a streamed reply
 
     @property
     def strategies(self) -> list[str]:
@@ -51,6 +46,17 @@ class BotReply:
     @property
     def include_pending(self) -> bool:
         return self.retrieval.include_pending
+
+
+@dataclass(frozen=True)
+class BotReply(_WithStrategies):
+    """One reply, with the strategies that were in the prompt when it was written."""
+
+    text: str
+    retrieval: Retrieval
+    messages: list[Message]  # exactly what the student was sent
+    model: str
+    completion: Completion | None = None  # None for a streamed reply
 
     def as_message(self) -> dict[str, str]:
         return {"role": "assistant", "content": self.text}
@@ -65,7 +71,7 @@ class BotReply:
         }
 
 
-class ReplyStream:
+class ReplyStream(_WithStrategies):
     """An async iterator over the pieces of one reply. Which strategies it uses is known before
     the first piece (``strategies``); ``reply`` is complete once the iteration has ended."""
 
@@ -76,10 +82,6 @@ class ReplyStream:
         self.model = model
         self._text: list[str] = []
         self.done = False
-
-    @property
-    def strategies(self) -> list[str]:
-        return self.retrieval.refs
 
     @property
     def text(self) -> str:
@@ -108,20 +110,12 @@ class ReplyStream:
             await close()
 
 
-class SyncReplyStream:
+class SyncReplyStream(_WithStrategies):
     """``ReplyStream`` for sync code: iterate it for the pieces."""
 
-    def __init__(self, stream: ReplyStream, runner: _LoopThread) -> None:
+    def __init__(self, stream: ReplyStream) -> None:
         self._stream = stream
-        self._runner = runner
-
-    @property
-    def strategies(self) -> list[str]:
-        return self._stream.strategies
-
-    @property
-    def retrieval(self) -> Retrieval:
-        return self._stream.retrieval
+        self.retrieval = stream.retrieval
 
     @property
     def text(self) -> str:
@@ -134,49 +128,12 @@ class SyncReplyStream:
     def __iter__(self) -> Iterator[str]:
         while True:
             try:
-                yield self._runner.run(self._stream.__anext__())
+                yield run_sync(self._stream.__anext__, refuse=_refuse("stream"))
             except StopAsyncIteration:
                 return
 
     def close(self) -> None:
-        self._runner.run(self._stream.aclose())
-
-
-class _LoopThread:
-    """One event loop in a daemon thread for the sync methods: model clients (httpx in litellm)
-    are bound to the loop they were first used on, so every sync call must share one loop."""
-
-    def __init__(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._lock = threading.Lock()
-
-    def run(self, coro: Awaitable[T]) -> T:
-        try:
-            asyncio.get_running_loop()
-        except RuntimeError:
-            pass
-        else:
-            if hasattr(coro, "close"):
-                coro.close()
-            from ..errors import StrategistError
-
-            raise StrategistError("this sync method cannot run inside an event loop; use its async twin")
-        with self._lock:
-            if self._loop is None:
-                self._loop = asyncio.new_event_loop()
-                threading.Thread(target=self._loop.run_forever, name="strategist-bot", daemon=True).start()
-        future: Future[T] = asyncio.run_coroutine_threadsafe(_as_coroutine(coro), self._loop)
-        return future.result()
-
-    def close(self) -> None:
-        with self._lock:
-            loop, self._loop = self._loop, None
-        if loop is not None:
-            loop.call_soon_threadsafe(loop.stop)
-
-
-async def _as_coroutine(awaitable: Awaitable[T]) -> T:
-    return await awaitable
+        run_sync(self._stream.aclose, refuse=_refuse("close"))
 
 
 class StrategicBot:
@@ -185,7 +142,8 @@ class StrategicBot:
     ``student`` is a ChatModel or a model name (``embedded/smollm2``, any litellm name);
     ``library`` a StrategyLibrary or a database path/URL. ``system_prompt`` is your bot's own
     prompt (the strategies are added after it); without it the domain's policy prompt is used.
-    A system message in the conversation is replaced by the prompt the bot builds.
+    A system message in the conversation is replaced by the prompt the bot builds. ``k``,
+    ``budget`` and ``include_pending`` (``RetrievalSettings``) apply to every reply.
     """
 
     def __init__(
@@ -195,10 +153,8 @@ class StrategicBot:
         domain: str | None = None,
         system_prompt: str | None = None,
         *,
-        k: int | None = None,
-        budget: int | None = None,
-        include_pending: bool | None = None,
         sampling: Sampling | None = None,
+        **settings: Unpack[RetrievalSettings],
     ) -> None:
         if isinstance(student, str):
             from ..models import resolve_model
@@ -210,30 +166,21 @@ class StrategicBot:
         self.domain = self.library.domain_id(domain)
         self.library.domain(self.domain)  # an unknown domain fails here, not at the first reply
         self.system_prompt = system_prompt
-        self.k = k
-        self.budget = budget
-        self.include_pending = include_pending
+        self.settings = settings  # k, budget, include_pending: None or left out is the library's
         self.sampling = sampling or Sampling(temperature=0.7, max_tokens=256)
         self.token_counter = model_token_counter(student)
-        self._runner = _LoopThread()
 
     async def prepare(self, messages: Sequence[Mapping[str, Any]]) -> tuple[list[Message], Retrieval]:
         """What the student will be sent for ``messages``, and the retrieval behind it."""
         check_messages(messages)
         found = await self.library.aretrieve(
-            messages,
-            domain=self.domain,
-            k=self.k,
-            budget=self.budget,
-            include_pending=self.include_pending,
-            token_counter=self.token_counter,
+            messages, domain=self.domain, token_counter=self.token_counter, **self.settings
         )
-        conversation = [m for m in messages if m.get("role") not in ("system", "developer")]
+        conversation = [m for m in messages if m.get("role") not in SYSTEM_ROLES]
         if self.system_prompt is None:
             conversation = list(messages)  # keep the caller's system message as the base prompt
         augmented = self.library.augment_with(conversation, found, system_prompt=self.system_prompt)
-        sent: list[Message] = [{"role": str(m["role"]), "content": message_text(m)} for m in augmented]
-        return sent, found
+        return model_messages(augmented), found
 
     async def areply(
         self, messages: Sequence[Mapping[str, Any]], *, sampling: Sampling | None = None
@@ -243,7 +190,7 @@ class StrategicBot:
         return BotReply(completion.text, found, sent, self.student.name, completion)
 
     def reply(self, messages: Sequence[Mapping[str, Any]], *, sampling: Sampling | None = None) -> BotReply:
-        return self._runner.run(self.areply(messages, sampling=sampling))
+        return run_sync(functools.partial(self.areply, messages, sampling=sampling), refuse=_refuse("reply"))
 
     async def astream(
         self, messages: Sequence[Mapping[str, Any]], *, sampling: Sampling | None = None
@@ -256,7 +203,10 @@ class StrategicBot:
     def stream(
         self, messages: Sequence[Mapping[str, Any]], *, sampling: Sampling | None = None
     ) -> SyncReplyStream:
-        return SyncReplyStream(self._runner.run(self.astream(messages, sampling=sampling)), self._runner)
+        started = run_sync(
+            functools.partial(self.astream, messages, sampling=sampling), refuse=_refuse("stream")
+        )
+        return SyncReplyStream(started)
 
     async def aclose(self) -> None:
         await self.student.aclose()
@@ -265,5 +215,4 @@ class StrategicBot:
             self.library.close()
 
     def close(self) -> None:
-        self._runner.run(self.aclose())
-        self._runner.close()
+        run_sync(self.aclose, refuse=_refuse("close"))

@@ -8,35 +8,28 @@
 
 from __future__ import annotations
 
-import asyncio
-import atexit
-import contextlib
-import threading
-import time
-import weakref
-from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from ..core.dialogue import StrategyText
 from ..errors import ConfigError, InputError, StrategistError
-from .retrieval import (
-    Embedder,
-    Ranker,
-    Reranker,
-    Retrieval,
-    TokenCounter,
-    default_ranker,
-    estimate_tokens,
-    select_within_budget,
-)
+from ..models.base import Message
+from ..models.embedding import Embedder
+from .bridge import run_sync
+from .rankers import Ranker, default_ranker
+from .rerank import Reranker
+from .retrieval import Retrieval, TokenCounter, estimate_tokens, select_within_budget
 from .text import conversation_segments, message_text, query_terms
+from .usage import UsageCounter, open_counters
 
 if TYPE_CHECKING:
     from ..core.domain import Domain
     from ..store import Store
     from ..store.search import SearchHit
+
+T = TypeVar("T")
 
 DEFAULT_K = 3
 #: Tokens the strategies may take in the prompt, all together.
@@ -51,73 +44,30 @@ APPROVED_AND_PENDING = ("approved", "pending")
 SYSTEM_ROLES = ("system", "developer")
 
 
-class UsageCounter:
-    """Counts how often each strategy is retrieved and adds the counts to the database in
-    batches (``strategies.times_retrieved``), from a background thread, never one write per call."""
+class RetrievalSettings(TypedDict, total=False):
+    """How much a retrieval takes. Each one left out, or None, takes the library's setting (a
+    library made with ``budget=None`` has no token limit)."""
 
-    def __init__(self, store: Store, *, flush_every: int = 256, flush_seconds: float = 5.0) -> None:
-        self.store = store
-        self.flush_every = flush_every
-        self.flush_seconds = flush_seconds
-        self._counts: Counter[int] = Counter()
-        self._lock = threading.Lock()  # guards the counts; held only briefly
-        self._write_lock = threading.Lock()  # one batch written at a time
-        self._last = time.monotonic()
-        self._flushing = False
-        self.flushes = 0  # batches written, for tests and curiosity
-
-    @property
-    def pending(self) -> dict[int, int]:
-        with self._lock:
-            return dict(self._counts)
-
-    def record(self, ids: Iterable[int]) -> None:
-        with self._lock:
-            self._counts.update(ids)
-            due = sum(self._counts.values()) >= self.flush_every or (
-                self._counts and time.monotonic() - self._last >= self.flush_seconds
-            )
-            start = due and not self._flushing
-            if start:
-                self._flushing = True
-        if start:
-            threading.Thread(target=self._flush_in_background, name="strategist-usage", daemon=True).start()
-
-    def flush(self) -> None:
-        """Write what has been counted so far, now (after any write already under way)."""
-        with self._write_lock:
-            with self._lock:
-                counts, self._counts = self._counts, Counter()
-                self._last = time.monotonic()
-            if not counts:
-                return
-            try:
-                self.store.add_retrieval_counts(counts)
-            except Exception:
-                with self._lock:  # keep them for the next attempt
-                    self._counts.update(counts)
-                raise
-            self.flushes += 1
-
-    def _flush_in_background(self) -> None:
-        try:
-            self.flush()
-        except Exception:  # counters must never break retrieval; they are retried next time
-            pass
-        finally:
-            with self._lock:
-                self._flushing = False
+    k: int | None
+    budget: int | None
+    include_pending: bool | None
 
 
-_open_counters: weakref.WeakSet[UsageCounter] = weakref.WeakSet()
+class RetrievalOptions(RetrievalSettings, total=False):
+    """What ``retrieve`` and ``augment`` take besides the messages (None: the library's setting)."""
+
+    domain: str | None
+    token_counter: TokenCounter | None
 
 
-@atexit.register
-def _flush_at_exit() -> None:
-    # A script that never closes its library still keeps its counts.
-    for counter in list(_open_counters):
-        with contextlib.suppress(Exception):
-            counter.flush()
+@dataclass(frozen=True)
+class _Ranked:
+    """A retrieval before the budget: its settings (and no strategies yet), and the hits, best first."""
+
+    retrieval: Retrieval
+    query_text: str
+    hits: list[SearchHit]
+    scores: list[float]
 
 
 class AugmentedMessages(list[dict[str, Any]]):
@@ -174,7 +124,7 @@ class StrategyLibrary:
         self._owns_store = owns_store
         self._domains: dict[str, Domain] = {}
         self._token_cache: dict[tuple[int, str], int] = {}
-        _open_counters.add(self.usage)
+        open_counters.add(self.usage)
 
     @classmethod
     def open(cls, target: str | Path, *, optimize: bool = True, **options: Any) -> StrategyLibrary:
@@ -230,20 +180,36 @@ class StrategyLibrary:
         return self._domains[key]
 
     # -- retrieval -----------------------------------------------------------------------------
-    def _rank(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        domain: str | None,
-        k: int | None,
-        budget: int | None,
-        include_pending: bool | None,
-    ) -> tuple[dict[str, Any], list[SearchHit], str]:
+    def retrieve(
+        self, messages: Sequence[Mapping[str, Any]], **options: Unpack[RetrievalOptions]
+    ) -> Retrieval:
+        """The best strategies for the conversation's next agent turn: at most ``k``, together
+        within ``budget`` tokens, each with its score (see ``RetrievalOptions``)."""
+        ranked = self._rank(messages, options, "retrieve")
+        if self.reranker and ranked.hits:
+            refuse = "retrieve() with embeddings cannot run inside an event loop; use aretrieve()"
+            ranked = run_sync(self._rerank, ranked, refuse=refuse)
+        return self._choose(ranked, options.get("token_counter"))
+
+    async def aretrieve(
+        self, messages: Sequence[Mapping[str, Any]], **options: Unpack[RetrievalOptions]
+    ) -> Retrieval:
+        """``retrieve`` for async code; the database part takes about a millisecond and runs inline."""
+        ranked = self._rank(messages, options, "aretrieve")
+        if self.reranker and ranked.hits:
+            ranked = await self._rerank(ranked)
+        return self._choose(ranked, options.get("token_counter"))
+
+    def _rank(self, messages: Sequence[Mapping[str, Any]], options: RetrievalOptions, caller: str) -> _Ranked:
+        unknown = sorted(set(options) - RetrievalOptions.__optional_keys__)
+        if unknown:
+            raise TypeError(f"{caller}() got an unexpected keyword argument '{unknown[0]}'")
         check_messages(messages)
-        k = self.k if k is None else k
-        budget = self.budget if budget is None else budget
+        k = _setting(options.get("k"), self.k)
+        budget = _setting(options.get("budget"), self.budget)
         _check_limits(k, budget)
-        pending = self.include_pending if include_pending is None else include_pending
-        dom = self.domain_id(domain)
+        pending = _setting(options.get("include_pending"), self.include_pending)
+        dom = self.domain_id(options.get("domain"))
         segments = conversation_segments(messages)
         terms = query_terms(segments)
         pool = max(4 * k, 12, self.reranker.depth if self.reranker else 0)
@@ -254,25 +220,24 @@ class StrategyLibrary:
             # Below this size every shared word sits in "half the library or more", where BM25
             # floors its weight: the floor says nothing here, and a match is still a match.
             kept = hits
-        hits = kept
+        ranker = self.ranker.name + ("+embeddings" if self.reranker else "")
+        settings = Retrieval(dom, [], terms, k, budget, pending, ranker)
         query_text = "\n".join(text for text, _ in segments)
-        settings = {"domain": dom, "k": k, "budget": budget, "include_pending": pending, "query": terms}
-        return settings, hits, query_text
+        return _Ranked(settings, query_text, kept, [h.score for h in kept])
 
-    def _choose(
-        self,
-        settings: dict[str, Any],
-        hits: list[SearchHit],
-        scores: Sequence[float],
-        token_counter: TokenCounter | None,
-    ) -> Retrieval:
+    async def _rerank(self, ranked: _Ranked) -> _Ranked:
+        assert self.reranker is not None
+        hits, scores = await self.reranker.rerank(ranked.query_text, ranked.hits)
+        return replace(ranked, hits=hits, scores=scores)
+
+    def _choose(self, ranked: _Ranked, token_counter: TokenCounter | None) -> Retrieval:
         count = self._cached_counter(token_counter or self.token_counter)
+        settings = ranked.retrieval
         chosen = select_within_budget(
-            hits, k=settings["k"], budget=settings["budget"], count=count, scores=scores
+            ranked.hits, k=settings.k, budget=settings.budget, count=count, scores=ranked.scores
         )
         self.usage.record(r.strategy.id for r in chosen if r.strategy.id is not None)
-        ranker = self.ranker.name + ("+embeddings" if self.reranker else "")
-        return Retrieval(strategies=chosen, ranker=ranker, **settings)
+        return replace(settings, strategies=chosen)
 
     def _cached_counter(self, counter: TokenCounter) -> TokenCounter:
         # Strategies repeat across calls; a model's tokenizer can cost far more than the lookup.
@@ -288,42 +253,6 @@ class StrategyLibrary:
             return n
 
         return count
-
-    def retrieve(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        domain: str | None = None,
-        k: int | None = None,
-        budget: int | None = None,
-        include_pending: bool | None = None,
-        token_counter: TokenCounter | None = None,
-    ) -> Retrieval:
-        """The best strategies for the conversation's next agent turn: at most ``k``, together
-        within ``budget`` tokens, each with its score. Arguments left out take the library's
-        settings (a library made with ``budget=None`` has no token limit)."""
-        settings, hits, query = self._rank(messages, domain, k, budget, include_pending)
-        scores: Sequence[float] = [h.score for h in hits]
-        if self.reranker and hits:
-            hits, scores = _run_sync(self.reranker.rerank(query, hits), "retrieve", "aretrieve")
-        return self._choose(settings, hits, scores, token_counter)
-
-    async def aretrieve(
-        self,
-        messages: Sequence[Mapping[str, Any]],
-        *,
-        domain: str | None = None,
-        k: int | None = None,
-        budget: int | None = None,
-        include_pending: bool | None = None,
-        token_counter: TokenCounter | None = None,
-    ) -> Retrieval:
-        """``retrieve`` for async code; the database part takes about a millisecond and runs inline."""
-        settings, hits, query = self._rank(messages, domain, k, budget, include_pending)
-        scores: Sequence[float] = [h.score for h in hits]
-        if self.reranker and hits:
-            hits, scores = await self.reranker.rerank(query, hits)
-        return self._choose(settings, hits, scores, token_counter)
 
     # -- the prompt ----------------------------------------------------------------------------
     def system_prompt(
@@ -375,44 +304,21 @@ class StrategyLibrary:
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
-        domain: str | None = None,
-        k: int | None = None,
-        budget: int | None = None,
-        include_pending: bool | None = None,
         system_prompt: str | None = None,
-        token_counter: TokenCounter | None = None,
+        **options: Unpack[RetrievalOptions],
     ) -> AugmentedMessages:
         """Retrieve, then return the messages to send to your own LLM client (``.refs`` says
         which strategies are in them)."""
-        found = self.retrieve(
-            messages,
-            domain=domain,
-            k=k,
-            budget=budget,
-            include_pending=include_pending,
-            token_counter=token_counter,
-        )
-        return self.augment_with(messages, found, system_prompt=system_prompt)
+        return self.augment_with(messages, self.retrieve(messages, **options), system_prompt=system_prompt)
 
     async def aaugment(
         self,
         messages: Sequence[Mapping[str, Any]],
         *,
-        domain: str | None = None,
-        k: int | None = None,
-        budget: int | None = None,
-        include_pending: bool | None = None,
         system_prompt: str | None = None,
-        token_counter: TokenCounter | None = None,
+        **options: Unpack[RetrievalOptions],
     ) -> AugmentedMessages:
-        found = await self.aretrieve(
-            messages,
-            domain=domain,
-            k=k,
-            budget=budget,
-            include_pending=include_pending,
-            token_counter=token_counter,
-        )
+        found = await self.aretrieve(messages, **options)
         return self.augment_with(messages, found, system_prompt=system_prompt)
 
     # -- lifecycle -----------------------------------------------------------------------------
@@ -422,7 +328,7 @@ class StrategyLibrary:
 
     def close(self) -> None:
         self.flush()
-        _open_counters.discard(self.usage)
+        open_counters.discard(self.usage)
         if self._owns_store:
             self.store.close()
 
@@ -431,6 +337,10 @@ class StrategyLibrary:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _setting(given: T | None, default: T) -> T:
+    return default if given is None else given
 
 
 def _check_limits(k: int, budget: int | None) -> None:
@@ -454,6 +364,23 @@ def check_messages(messages: Any) -> None:
             raise InputError("messages", f"[{i}].content", "must be a string or a list of parts")
 
 
+def model_messages(messages: Iterable[Mapping[str, Any]]) -> list[Message]:
+    """Messages as a ChatModel takes them: a role and the text (parts joined; a developer message
+    is a system one), and an assistant's tool calls and a tool result's call id passed through as
+    they came."""
+    out: list[Message] = []
+    for m in messages:
+        msg: Message = {
+            "role": "system" if m["role"] == "developer" else str(m["role"]),
+            "content": message_text(m),
+        }
+        for key in ("tool_calls", "tool_call_id", "name"):
+            if m.get(key) is not None:
+                msg[key] = m[key]
+        out.append(msg)
+    return out
+
+
 def render_file(path: Path, **variables: Any) -> str:
     """Render a user's own template file with the prompt loader's settings (StrictUndefined).
 
@@ -472,13 +399,3 @@ def render_file(path: Path, **variables: Any) -> str:
         raise ConfigError(f"prompt template {path}: line {exc.lineno}: {exc.message}") from exc
     except UndefinedError as exc:
         raise ConfigError(f"prompt template {path}: {exc.message}") from exc
-
-
-def _run_sync(coro: Any, name: str, async_name: str) -> Any:
-    """Run a coroutine from sync code; inside a running event loop, point to the async method."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(coro)
-    coro.close()
-    raise StrategistError(f"{name}() with embeddings cannot run inside an event loop; use {async_name}()")

@@ -304,12 +304,16 @@ def applied(engine: Engine) -> list[str]:
         return [r[0] for r in conn.execute(sa.select(_applied_table.c.name).order_by(_applied_table.c.name))]
 
 
-def migrate(engine: Engine) -> list[str]:
-    """Apply every migration not yet applied, each in its own transaction. Returns their names."""
+def migrate(engine: Engine, *, until: str | None = None) -> list[str]:
+    """Apply every migration not yet applied, each in its own transaction, or those up to and
+    including ``until`` (a database as an older version left it). Returns their names."""
+    names = [name for name, _ in MIGRATIONS]
+    if until is not None and until not in names:
+        raise ValueError(f"no migration {until!r}")
     done: list[str] = []
     with engine.begin() as conn:
         _applied_table.create(conn, checkfirst=True)
-    for name, fn in MIGRATIONS:
+    for name, fn in MIGRATIONS[: names.index(until) + 1 if until else None]:
         with engine.begin() as conn:
             already = conn.execute(
                 sa.select(_applied_table.c.name).where(_applied_table.c.name == name)
