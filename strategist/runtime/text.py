@@ -261,11 +261,14 @@ def conversation_segments(messages: Iterable[Mapping[str, Any]]) -> list[tuple[s
     """(text, weight) of the recent messages the query is built from, newest customer message first.
 
     Customer messages are the ``user`` ones; the latest weighs most. The agent's latest message is
-    context too (it often names the topic: "your order is back-ordered"). System prompts are not.
+    context too (it often names the topic: "your order is back-ordered"). System prompts are not,
+    nor are tool calls and their results.
     """
+    # Tool results (role "tool") and the arguments of tool calls are left out: bulky records that
+    # say little about the situation. An agent's step that only called tools has no words.
     msgs = [m for m in messages if m.get("role") in ("user", "assistant")]
     users = [message_text(m) for m in msgs if m.get("role") == "user"]
-    agents = [message_text(m) for m in msgs if m.get("role") == "assistant"]
+    agents = [t for m in msgs if m.get("role") == "assistant" and (t := message_text(m)).strip()]
     segments: list[tuple[str, int]] = []
     if users:
         segments.append((users[-1], LAST_MESSAGE_WEIGHT))
