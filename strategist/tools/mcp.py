@@ -22,10 +22,13 @@ import asyncio
 import copy
 import importlib.metadata
 import json
+import os
 import shutil
+import sys
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, cast
 
 from ..core.tools import STATE_DIR_PLACEHOLDER, McpServerConfig, ToolSpec
@@ -65,6 +68,15 @@ def _tail_line(log: IO[bytes]) -> str:
     except (OSError, ValueError):
         return ""
     return next((line.strip() for line in reversed(lines) if line.strip()), "")
+
+
+def _find_command(command: str) -> str:
+    """A bare command name is looked up on PATH, then beside the running Python: a tool server
+    installed into strategist's own virtual environment is found when that is not activated."""
+    if os.sep in command or shutil.which(command):
+        return command
+    beside = Path(sys.executable).parent / command
+    return str(beside) if beside.is_file() and os.access(beside, os.X_OK) else command
 
 
 class _Connection:
@@ -111,6 +123,7 @@ class _Connection:
             from mcp.client.stdio import StdioServerParameters, stdio_client
 
             command, *args = self.config.command
+            command = _find_command(command)
             params = StdioServerParameters(
                 command=command, args=args, env=self._environment(), cwd=self.config.cwd
             )
