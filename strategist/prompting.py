@@ -53,14 +53,23 @@ def _environment() -> Environment:
 
 def render(name: str, **variables: Any) -> str:
     """Render ``name`` (e.g. ``"student_system.j2"``); a missing variable is an error."""
+    return _render(_environment(), name, name, variables)
+
+
+def render_file(path: Path, **variables: Any) -> str:
+    """Render a user's own template file with the same settings (StrictUndefined); the built-in
+    prompts stay reachable from it (``{% include "bot_system.j2" %}``)."""
+    return _render(_environment_for((str(path.parent),)), path.name, str(path), variables)
+
+
+def _render(env: Environment, name: str, shown: str, variables: dict[str, Any]) -> str:
+    """A template's text; every problem with it is one ConfigError naming the file (and line)."""
     try:
-        template = _environment().get_template(name)
-        return template.render(**variables).strip()
+        return env.get_template(name).render(**variables).strip()
     except TemplateNotFound as exc:
-        raise ConfigError(f"prompt template not found: {name}") from exc
+        raise ConfigError(f"prompt template not found: {shown}") from exc
     except TemplateSyntaxError as exc:
-        raise ConfigError(
-            f"prompt template {exc.filename or name}: line {exc.lineno}: {exc.message}"
-        ) from exc
+        where = exc.filename if exc.filename and exc.filename != name else shown
+        raise ConfigError(f"prompt template {where}: line {exc.lineno}: {exc.message}") from exc
     except _UndefinedError as exc:
-        raise ConfigError(f"prompt template {name}: {exc.message}") from exc
+        raise ConfigError(f"prompt template {shown}: {exc.message}") from exc

@@ -35,8 +35,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, ValidationError, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, one_line
-from .models.base import ChatModel, Sampling, StreamPiece, ToolCallDelta, ToolParams
+from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, format_loc, one_line
+from .models.base import ChatModel, Sampling, StreamPiece, ToolCallDelta, ToolParams, complete, stream
 from .runtime.bot import model_token_counter
 from .runtime.library import (
     SYSTEM_ROLES,
@@ -157,19 +157,11 @@ def _error_response(err: ApiError) -> JSONResponse:
     return JSONResponse(err.body, status_code=err.status)
 
 
-def _param(loc: Sequence[Any]) -> str:
-    """A pydantic location as OpenAI names parameters: ``messages[0].role``."""
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else ("." if out else "") + str(part)
-    return out
-
-
 def _validation_error(exc: ValidationError) -> ApiError:
     first = exc.errors()[0]
     # A union (content: str | parts) reports one error per branch; name the field, not the branch.
     loc = [p for p in first.get("loc", ()) if p not in ("str", "list[ContentPart]")]
-    param = _param(loc) or None
+    param = format_loc(loc) if loc else None
     missing = first.get("type") == "missing"
     message = f"{param}: {first.get('msg', 'invalid')}" if param else str(first.get("msg", "invalid"))
     return ApiError(
@@ -396,7 +388,7 @@ def create_app(
         created = int(time.time())
         if not req.stream:
             try:
-                c = await _unless_client_leaves(request, upstream.complete(sent, s, tools))
+                c = await _unless_client_leaves(request, complete(upstream, sent, s, tools))
             except (ModelError, ModelUnavailableError) as exc:
                 raise _upstream_error(exc) from None
             finish = c.finish_reason or ("length" if c.completion_tokens >= s.max_tokens else "stop")
@@ -428,7 +420,7 @@ def create_app(
                 headers=headers,
             )
 
-        pieces = upstream.stream(sent, s, tools)
+        pieces = stream(upstream, sent, s, tools)
         # Wait for the first piece before answering: a failing upstream still gets a proper
         # error status instead of a stream that breaks off.
         try:

@@ -263,3 +263,24 @@ async def test_streaming_on_the_embedded_model(library, ids):
         assert again.completion_tokens > 0
     finally:
         await model.aclose()
+
+
+def test_a_script_that_used_the_sync_api_exits(tmp_path, northwind):
+    """The shared loop of the sync methods runs in a daemon thread: the process ends with its
+    main thread instead of waiting for that loop forever."""
+    import subprocess
+    import sys
+
+    from strategist.store import Store
+
+    store = Store.open(tmp_path / "x.db")
+    store.upsert_domain(northwind)
+    store.close()
+    script = (
+        "from strategist.models import ScriptedModel\n"
+        "from strategist.runtime import StrategicBot\n"
+        f"bot = StrategicBot(ScriptedModel(default='hi'), {str(tmp_path / 'x.db')!r}, 'northwind')\n"
+        "print(bot.reply([{'role': 'user', 'content': 'hello'}]).text)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0 and out.stdout.strip() == "hi", out.stderr

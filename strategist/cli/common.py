@@ -66,6 +66,24 @@ DbOption = Annotated[
     ),
 ]
 DomainOption = Annotated[str | None, typer.Option("--domain", help="Domain id (a domain in the database).")]
+# Options that grow and eval share.
+ModelOption = Annotated[
+    str | None,
+    typer.Option(
+        help="Model for this role: any litellm name or embedded/smollm2 (default: "
+        "$STRATEGIST_<ROLE>_MODEL, then strategist.toml, then embedded/smollm2)."
+    ),
+]
+MaxTurnsOption = Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")]
+MaxToolStepsOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Tool steps per agent turn (default: the domain's tools.max_steps, else 4)."),
+]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(min=1, help="Only the first N scenarios (by id) of the split it uses: a quick trial."),
+]
+ConcurrencyOption = Annotated[int, typer.Option(min=1, help="Dialogues run at once.")]
 JsonOption = Annotated[
     bool, typer.Option("--json", help="Print JSON (an array for lists, an object for one).")
 ]

@@ -8,8 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DbOption, DomainOption, print_json
-from .grow import ModelOption
+from .common import (
+    ConcurrencyOption,
+    DbOption,
+    DomainOption,
+    LimitOption,
+    MaxToolStepsOption,
+    MaxTurnsOption,
+    ModelOption,
+    print_json,
+)
 from .views import print_eval, progress, say
 
 
@@ -20,17 +28,9 @@ def eval_command(
     samples: Annotated[
         int, typer.Option(min=1, help="Customer seeds per scenario (the same in every condition).")
     ] = 3,
-    max_turns: Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")] = None,
-    max_tool_steps: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Tool steps per agent turn (default: the domain's tools.max_steps, else 4)."
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None,
-        typer.Option(min=1, help="Only the first N scenarios of the split (by id): a quick trial."),
-    ] = None,
+    max_turns: MaxTurnsOption = None,
+    max_tool_steps: MaxToolStepsOption = None,
+    limit: LimitOption = None,
     seed: Annotated[int, typer.Option(help="Evaluation seed.")] = 0,
     pass_threshold: Annotated[
         float,
@@ -45,7 +45,7 @@ def eval_command(
             help="Also use strategies not yet approved (experiments only; shown in every output).",
         ),
     ] = False,
-    concurrency: Annotated[int, typer.Option(min=1, help="Dialogues run at once.")] = 1,
+    concurrency: ConcurrencyOption = 1,
     no_cache: Annotated[bool, typer.Option("--no-cache", help="Do not replay cached responses.")] = False,
     student: ModelOption = None,
     customer: ModelOption = None,
@@ -55,13 +55,14 @@ def eval_command(
 ) -> None:
     """Evaluate the library on held-out scenarios: no strategies vs a generic checklist vs the library."""
     from ..config import load_settings, resolve_roles
+    from ..core.splits import SPLITS
     from ..engine.evaluate import EvalConfig, Evaluator
     from ..errors import StrategistError
     from ..models import resolve_model
     from ..runtime.library import StrategyLibrary
     from .common import open_store, resolve_domain
 
-    if split not in ("train", "dev", "test"):
+    if split not in SPLITS:
         raise typer.BadParameter(f"'{split}' is not one of train, dev, test", param_hint="--split")
     if report is not None and not report.parent.exists():
         raise StrategistError(f"{report}: folder {report.parent} does not exist")

@@ -7,16 +7,17 @@ from typing import Annotated, Any
 
 import typer
 
-from .common import DbOption, DomainOption, print_json
+from .common import (
+    ConcurrencyOption,
+    DbOption,
+    DomainOption,
+    LimitOption,
+    MaxToolStepsOption,
+    MaxTurnsOption,
+    ModelOption,
+    print_json,
+)
 from .views import print_summary, progress, say
-
-ModelOption = Annotated[
-    str | None,
-    typer.Option(
-        help="Model for this role: any litellm name or embedded/smollm2 (default: "
-        "$STRATEGIST_<ROLE>_MODEL, then strategist.toml, then embedded/smollm2)."
-    ),
-]
 
 
 def grow(
@@ -42,16 +43,9 @@ def grow(
     max_strategies: Annotated[
         int, typer.Option(min=1, max=3, help="Strategies proposed per weak scenario.")
     ] = 2,
-    max_turns: Annotated[int | None, typer.Option(min=1, help="Cap on agent turns per dialogue.")] = None,
-    max_tool_steps: Annotated[
-        int | None,
-        typer.Option(
-            min=1, help="Tool steps per agent turn (default: the domain's tools.max_steps, else 4)."
-        ),
-    ] = None,
-    limit: Annotated[
-        int | None, typer.Option(min=1, help="Only the first N training scenarios (by id): a quick trial.")
-    ] = None,
+    max_turns: MaxTurnsOption = None,
+    max_tool_steps: MaxToolStepsOption = None,
+    limit: LimitOption = None,
     max_calls: Annotated[int | None, typer.Option(min=1, help="Stop after this many model calls.")] = None,
     max_tokens: Annotated[int | None, typer.Option(min=1, help="Stop after this many tokens.")] = None,
     max_cost: Annotated[
@@ -60,7 +54,7 @@ def grow(
             min=0.0, help="Stop after this many US dollars (priced models only, from litellm's table)."
         ),
     ] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Dialogues run at once.")] = 1,
+    concurrency: ConcurrencyOption = 1,
     per_model_concurrency: Annotated[
         int | None, typer.Option(min=1, help="Calls in flight per model, across the roles sharing it.")
     ] = None,
@@ -165,9 +159,10 @@ def grow(
 
 
 def _estimate(config: Any, domain: Any, models: Any, train: Any) -> Any:
+    from ..config import ROLES
     from ..engine.estimate import estimate
 
-    by_role = {r: getattr(models, r) for r in ("teacher", "student", "customer", "judge")}
+    by_role = {r: getattr(models, r) for r in ROLES}
     by_name = {m.name: m for m in by_role.values()}
     return estimate(
         config,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
 
@@ -71,6 +72,15 @@ def most_similar(text: str, others: Iterable[tuple[int, str]]) -> tuple[int | No
         if s > best:
             best_id, best = other_id, s
     return best_id, best
+
+
+#: The stated estimate used where a model's tokenizer is unknown (English text, common tokenizers).
+CHARS_PER_TOKEN = 4
+
+
+def estimate_tokens(text: str) -> int:
+    """About four characters a token."""
+    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
 
 
 def short(text: str, n: int = 60) -> str:

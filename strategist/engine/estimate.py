@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..core.domain import Domain, Scenario
+from ..core.text import estimate_tokens
 from .grow import GrowConfig
 
 # Stated estimates, per call: the policy (about 4 characters a token) plus the conversation.
@@ -135,7 +136,7 @@ def estimate(
         "teacher": writes + 2 * worked,  # a reference reply and a proposal per coached scenario
         **dialogue_calls(selection + with_strategy + without_strategy, max(limits), tool_steps),
     }
-    prompt = len(domain.policy) // 4 + CONVERSATION_TOKENS
+    prompt = estimate_tokens(domain.policy) + CONVERSATION_TOKENS
 
     def tokens(calls: dict[str, int]) -> dict[str, int]:
         return {r: c * (prompt + COMPLETION_TOKENS[r]) for r, c in calls.items()}

@@ -108,14 +108,10 @@ class Evaluator(Runner):
             student=student,
             customer=customer,
             judge=judge,
-            budget=config.budget,
-            cache=config.cache,
-            concurrency=config.concurrency,
-            max_turns=config.max_turns,
+            settings=config,
             cache_store=cache_store,
             reporter=reporter,
             tools=tools,
-            max_tool_steps=config.max_tool_steps,
         )
         self.config = config
         self.library = library

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal, TypeVar
 
 from ..core.cells import CellStats, pick_cells
@@ -133,15 +133,10 @@ class Grower(Runner):
             student=models.student,
             customer=models.customer,
             judge=models.judge,
-            budget=config.budget,
-            cache=config.cache,
-            concurrency=config.concurrency,
-            max_turns=config.max_turns,
-            per_model_concurrency=config.per_model_concurrency,
+            settings=config,
             cache_store=cache_store,
             reporter=reporter,
             tools=tools,
-            max_tool_steps=config.max_tool_steps,
         )
         self.config = config
         self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
@@ -542,5 +537,5 @@ class Grower(Runner):
 
 def _config_dict(config: GrowConfig, models: RoleModels) -> dict[str, Any]:
     d = asdict(config)
-    d["models"] = {role: getattr(models, role).name for role in ("teacher", "student", "customer", "judge")}
+    d["models"] = {f.name: getattr(models, f.name).name for f in fields(models)}
     return d

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..core.runs import EventKind
 from ..errors import BudgetExceeded, one_line
-from ..models.base import ChatModel, Completion, Message, Sampling, ToolParams
+from ..models.base import ChatModel, Completion, Message, Sampling, ToolParams, complete
 from ..store import Store
 from ..store.tables import utcnow
 from .cache import ResponseCache
@@ -192,12 +192,7 @@ class LedgeredModel(ChatModel):
             self.ledger.check()
             start = time.perf_counter()
             try:
-                # Without tools, the call a ChatModel written before tools existed also takes.
-                c = await (
-                    self.inner.complete(messages, sampling, tools)
-                    if tools is not None
-                    else self.inner.complete(messages, sampling)
-                )
+                c = await complete(self.inner, messages, sampling, tools)
             except Exception as exc:
                 latency = (time.perf_counter() - start) * 1000
                 self.ledger.record(self.role, self.name, None, latency, one_line(exc))

@@ -64,6 +64,23 @@ def tools_for(domain: Domain) -> ToolEnvironment | None:
     return environment_from_config(domain.tools, source=f"domain '{domain.id}'")
 
 
+class RunSettings(Protocol):
+    """What a run's settings (GrowConfig, EvalConfig) tell the parts every run shares: its
+    budget, whether identical requests replay from the cache, dialogues at once, the caps on
+    agent turns and on tool steps per turn."""
+
+    @property
+    def budget(self) -> Budget: ...
+    @property
+    def cache(self) -> bool: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def max_turns(self) -> int | None: ...
+    @property
+    def max_tool_steps(self) -> int | None: ...
+
+
 class Runner:
     """The parts of a run every command needs. Subclasses add what their run does."""
 
@@ -76,40 +93,35 @@ class Runner:
         student: ChatModel,
         customer: ChatModel,
         judge: ChatModel,
-        budget: Budget,
-        cache: bool,
-        concurrency: int,
-        max_turns: int | None,
-        per_model_concurrency: int | None = None,
+        settings: RunSettings,
         cache_store: Store | None = None,
         reporter: Reporter | None = None,
         tools: ToolEnvironment | Literal["domain"] | None = "domain",
-        max_tool_steps: int | None = None,
     ) -> None:
         self.store = store
         self.domain = domain
         self.run_id = run_id
-        self.max_turns = max_turns
+        self.max_turns = settings.max_turns
         self.reporter: Reporter = reporter or NullReporter()
         # The cache may live in its own database, shared by runs on different libraries.
         self.ledger = Ledger(
             store,
             run_id,
-            budget,
-            cache=ResponseCache(cache_store or store) if cache else None,
-            per_model_concurrency=per_model_concurrency,
+            settings.budget,
+            cache=ResponseCache(cache_store or store) if settings.cache else None,
+            per_model_concurrency=getattr(settings, "per_model_concurrency", None),
             write_batch=RUN_WRITE_BATCH,
         )
         self.student = Student(self.ledger.wrap(student, "student"), domain)
         self.customer = Customer(self.ledger.wrap(customer, "customer"), domain)
         self.judge = Judge(self.ledger.wrap(judge, "judge"), domain)
-        self._sem = asyncio.Semaphore(max(1, concurrency))
+        self._sem = asyncio.Semaphore(max(1, settings.concurrency))
         # The domain's tools (its pack's tools: section) unless the caller brings an environment.
         if tools == "domain":
             tools = tools_for(domain)
         self.tools: ToolEnvironment | None = tools
         config = domain.tools
-        self.max_tool_steps = max_tool_steps or (config.max_steps if config else DEFAULT_TOOL_STEPS)
+        self.max_tool_steps = settings.max_tool_steps or (config.max_steps if config else DEFAULT_TOOL_STEPS)
         self.tool_specs: list[ToolSpec] = []
 
     async def _open_tools(self) -> None:

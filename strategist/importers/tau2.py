@@ -46,6 +46,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from ..core.domain import ActionCheck, Check, Difficulty, Domain, Intent, Scenario, Split, SuccessCriteria
+from ..core.text import short
 from ..core.tools import McpServerConfig, ToolsConfig
 from ..errors import InputError, describe_validation_error, format_loc
 from .tau2_db import CustomerDb, clean, meaningful
@@ -266,14 +267,6 @@ def _read_db(path: Path) -> CustomerDb | None:
 
 
 # -- text ----------------------------------------------------------------------------------------
-def _short(text: str, n: int) -> str:
-    text = clean(text)
-    if len(text) <= n:
-        return text
-    cut = text[: n - 1].rsplit(" ", 1)[0].rstrip(",;:")
-    return cut + "…"
-
-
 def _first_sentence(text: str) -> str:
     text = clean(re.sub(r"\([^()]*\)", "", text))  # parentheses hold asides meant for the customer only
     text = re.sub(r"\s+([,.;:!?])", r"\1", text)
@@ -326,7 +319,7 @@ def opening_line(reason: str) -> str:
     sentence = first_person(_first_sentence(reason)).strip()
     if not re.search(r"[A-Za-z0-9]", sentence):
         return "Hi, I need some help, please."
-    sentence = _short(sentence, 160)
+    sentence = short(sentence, 160)
     if not sentence.startswith("I ") and not sentence.startswith("I'") and sentence[1:2].islower():
         sentence = sentence[0].lower() + sentence[1:]
     if sentence[-1] not in ".!?…":
@@ -454,7 +447,7 @@ def load_tau2(
         drafts.append(
             {
                 "domain": domain_id,
-                "title": f"tau2 task {t.id}: {_short(t.description.purpose or ins.reason_for_call, 120)}",
+                "title": f"tau2 task {t.id}: {short(t.description.purpose or ins.reason_for_call, 120)}",
                 "intent": intent,
                 "persona": {PERSONA_DIMENSION: persona},
                 "goal": goal,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -160,7 +160,7 @@ class ChatModel(abc.ABC):
         Optional: this default yields the whole ``complete()`` reply at once, so every model
         streams; adapters whose backend streams override it.
         """
-        completion = await self.complete(messages, sampling, tools)
+        completion = await complete(self, messages, sampling, tools)
         if completion.text:
             yield completion.text
         for i, call in enumerate(completion.tool_calls or []):
@@ -219,6 +219,21 @@ def parse_openai_tool_calls(raw: Any) -> list[ToolCallRequest] | None:
             )
         )
     return out
+
+
+def complete(
+    model: ChatModel, messages: Sequence[Message], sampling: Sampling | None, tools: ToolParams | None
+) -> Awaitable[Completion]:
+    """``model.complete``, offering ``tools`` only when there are some: a ChatModel written before
+    tools existed (two arguments) keeps working for every call without tools."""
+    return model.complete(messages, sampling) if tools is None else model.complete(messages, sampling, tools)
+
+
+def stream(
+    model: ChatModel, messages: Sequence[Message], sampling: Sampling | None, tools: ToolParams | None
+) -> AsyncIterator[StreamPiece]:
+    """``model.stream``, with ``tools`` only when there are some (see ``complete``)."""
+    return model.stream(messages, sampling) if tools is None else model.stream(messages, sampling, tools)
 
 
 def get_field(obj: Any, key: str, default: Any = None) -> Any:

@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..core.text import estimate_tokens
 from ..errors import ModelError
 from .base import ChatModel, Completion, Message, Sampling, ToolCallRequest, ToolParams, normalise_messages
 
@@ -41,11 +42,6 @@ class Call:
         return self.tools.names if self.tools else []
 
 
-def _estimate_tokens(text: str) -> int:
-    # A stated estimate (about 4 characters a token) so budgets work with fakes too.
-    return max(1, len(text) // 4)
-
-
 def tool_call(
     name: str, arguments: Mapping[str, Any] | str | None = None, *, id: str | None = None, text: str = ""
 ) -> Completion:
@@ -69,13 +65,14 @@ def tool_calls(*calls: tuple[str, Mapping[str, Any] | str | None, str | None], t
 def _as_completion(reply: Reply, name: str, messages: list[Message]) -> Completion:
     if isinstance(reply, BaseException):
         raise reply
-    prompt = sum(_estimate_tokens(str(m.get("content") or "")) for m in messages)
+    # The stated estimate (about 4 characters a token), so budgets work with fakes too.
+    prompt = sum(estimate_tokens(str(m.get("content") or "")) for m in messages)
     if isinstance(reply, Completion):
         if reply.model or reply.prompt_tokens:
             return reply
         # A bare reply (e.g. from tool_call()): fill in what a backend would.
-        out = (
-            sum(_estimate_tokens(c.name + c.arguments) for c in reply.tool_calls or []) + len(reply.text) // 4
+        out = sum(estimate_tokens(c.name + c.arguments) for c in reply.tool_calls or []) + estimate_tokens(
+            reply.text
         )
         return Completion(
             text=reply.text,
@@ -85,7 +82,9 @@ def _as_completion(reply: Reply, name: str, messages: list[Message]) -> Completi
             tool_calls=reply.tool_calls,
             finish_reason=reply.finish_reason,
         )
-    return Completion(text=reply, model=name, prompt_tokens=prompt, completion_tokens=_estimate_tokens(reply))
+    return Completion(
+        text=reply, model=name, prompt_tokens=prompt, completion_tokens=max(1, estimate_tokens(reply))
+    )
 
 
 class _Recording(ChatModel):

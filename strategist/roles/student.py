@@ -5,7 +5,7 @@ from dataclasses import dataclass, field, replace
 
 from ..core.dialogue import StrategyText, Turn
 from ..core.domain import Domain
-from ..models.base import ChatModel, Completion, Message, Sampling, ToolParams
+from ..models.base import ChatModel, Completion, Message, Sampling, ToolParams, complete
 from ..prompting import render
 
 
@@ -40,4 +40,4 @@ class Student:
         s = replace(self.sampling, seed=seed) if seed is not None else self.sampling
         offered = tools is not None and tools.choice != "none"
         system = self.system_prompt(strategies, tools=offered)
-        return await self.model.complete(agent_messages(system, turns), s, tools)
+        return await complete(self.model, agent_messages(system, turns), s, tools)

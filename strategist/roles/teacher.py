@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from ..core.cells import Cell
 from ..core.dialogue import Dialogue, Turn
 from ..core.domain import Difficulty, Domain, Scenario, SuccessCriteria
-from ..models.base import ChatModel, Sampling, ToolParams
+from ..models.base import ChatModel, Sampling, ToolParams, complete
 from ..prompting import render
 from ..structured import Content, complete_structured
 from .student import agent_messages
@@ -97,8 +97,8 @@ class Teacher:
         """What the teacher, as the agent with the same policy, tools and no strategies, does next:
         its reply, or the tool calls it would make first (described, not executed)."""
         system = render("student_system.j2", domain=self.domain, strategies=[], tools=tools is not None)
-        c = await self.model.complete(
-            agent_messages(system, prefix), replace(self.reply_sampling, seed=seed), tools
+        c = await complete(
+            self.model, agent_messages(system, prefix), replace(self.reply_sampling, seed=seed), tools
         )
         calls = "; ".join(f"calls {t.name}({t.arguments})" for t in c.tool_calls or [])
         return " ".join(p for p in (f"({calls})" if calls else "", c.text.strip()) if p)

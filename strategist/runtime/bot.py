@@ -23,6 +23,8 @@ from ..models.base import (
     ToolCallDelta,
     ToolCallRequest,
     ToolParams,
+    complete,
+    stream,
 )
 from .bridge import run_sync
 from .library import SYSTEM_ROLES, RetrievalSettings, StrategyLibrary, check_messages, model_messages
@@ -259,11 +261,7 @@ class StrategicBot:
         tools: Sequence[Mapping[str, Any]] | None = None,
     ) -> BotReply:
         sent, found = await self.prepare(messages)
-        offered = self._tools(tools)
-        if offered is None:
-            completion = await self.student.complete(sent, sampling or self.sampling)
-        else:
-            completion = await self.student.complete(sent, sampling or self.sampling, offered)
+        completion = await complete(self.student, sent, sampling or self.sampling, self._tools(tools))
         return BotReply(
             completion.text,
             found,
@@ -292,7 +290,7 @@ class StrategicBot:
     ) -> ReplyStream:
         """Retrieve and start the reply; iterate the result for its pieces."""
         sent, found = await self.prepare(messages)
-        pieces = self.student.stream(sent, sampling or self.sampling, self._tools(tools))
+        pieces = stream(self.student, sent, sampling or self.sampling, self._tools(tools))
         return ReplyStream(pieces, found, sent, self.student.name)
 
     def stream(

@@ -1,7 +1,9 @@
 """Sync methods over async ones (``StrategicBot.reply``, ``StrategyLibrary.retrieve`` with
-embeddings, ...): each sync call runs its coroutine on one event loop in a daemon thread, anyio's
-blocking portal, started on first use and shared by the whole process. One loop, not one per call
-or per object: model clients (httpx in litellm) are bound to the loop they were first used on.
+embeddings, ...): each sync call runs its coroutine through anyio's blocking portal, on one event
+loop in a daemon thread, started on first use and shared by the whole process. One loop, not one
+per call or per object: model clients (httpx in litellm) are bound to the loop they were first
+used on. A daemon thread: a script that used the sync API exits when its main thread ends
+(``start_blocking_portal``'s worker thread would keep it waiting at exit forever).
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
+from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ..errors import StrategistError
@@ -21,7 +23,6 @@ T = TypeVar("T")
 
 _lock = threading.Lock()
 _portal: BlockingPortal | None = None
-_running: AbstractContextManager[BlockingPortal] | None = None  # keeps the portal's thread going
 
 
 def in_event_loop() -> bool:
@@ -42,11 +43,30 @@ def run_sync(fn: Callable[..., Awaitable[T]], *args: Any, refuse: str) -> T:
 
 
 def _shared_portal() -> BlockingPortal:
-    global _portal, _running
+    global _portal
     with _lock:
         if _portal is None:
-            from anyio.from_thread import start_blocking_portal  # async-only programs never load it
-
-            _running = start_blocking_portal()
-            _portal = _running.__enter__()
+            _portal = _start_portal()
         return _portal
+
+
+def _start_portal() -> BlockingPortal:
+    import anyio
+    from anyio.from_thread import BlockingPortal  # async-only programs never load it
+
+    ready: Future[BlockingPortal] = Future()
+
+    async def serve() -> None:
+        async with BlockingPortal() as portal:
+            ready.set_result(portal)
+            await portal.sleep_until_stopped()
+
+    def run() -> None:
+        try:
+            anyio.run(serve)
+        except BaseException as exc:  # the loop could not start: say so to the waiting caller
+            if not ready.done():
+                ready.set_exception(exc)
+
+    threading.Thread(target=run, name="strategist-sync", daemon=True).start()
+    return ready.result()

@@ -269,10 +269,11 @@ class StrategyLibrary:
         A ``template`` given to the library replaces both.
         """
         texts = strategies.texts if isinstance(strategies, Retrieval) else list(strategies)
+        from ..prompting import render, render_file
+
         if self.template is not None:
             dom = self.domain(domain)
             return render_file(self.template, system_prompt=system_prompt, domain=dom, strategies=texts)
-        from ..prompting import render
 
         if system_prompt is not None:
             return render("bot_system.j2", system_prompt=system_prompt, strategies=texts)
@@ -379,23 +380,3 @@ def model_messages(messages: Iterable[Mapping[str, Any]]) -> list[Message]:
                 msg[key] = m[key]
         out.append(msg)
     return out
-
-
-def render_file(path: Path, **variables: Any) -> str:
-    """Render a user's own template file with the prompt loader's settings (StrictUndefined).
-
-    The built-in prompts stay reachable from it (``{% include "bot_system.j2" %}``).
-    """
-    from jinja2 import TemplateNotFound, TemplateSyntaxError, UndefinedError
-
-    from ..prompting import _environment_for
-
-    try:
-        template = _environment_for((str(path.parent),)).get_template(path.name)
-        return template.render(**variables).strip()
-    except TemplateNotFound as exc:
-        raise ConfigError(f"prompt template not found: {path}") from exc
-    except TemplateSyntaxError as exc:
-        raise ConfigError(f"prompt template {path}: line {exc.lineno}: {exc.message}") from exc
-    except UndefinedError as exc:
-        raise ConfigError(f"prompt template {path}: {exc.message}") from exc

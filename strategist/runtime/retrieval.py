@@ -5,12 +5,12 @@ a token budget are chosen. The rankers are in ``rankers.py``, the re-ranking by 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..core.dialogue import StrategyText
+from ..core.text import CHARS_PER_TOKEN, estimate_tokens
 from ..models.embedding import Embedder, FunctionEmbedder, LiteLLMEmbedder
 from ..store.search import SearchHit, StrategyDoc
 from .rankers import Fts5Ranker, PythonRanker, Ranker, default_ranker
@@ -37,14 +37,6 @@ __all__ = [
 ]
 
 TokenCounter = Callable[[str], int]
-
-#: The stated estimate used when the student's tokenizer is unknown.
-CHARS_PER_TOKEN = 4
-
-
-def estimate_tokens(text: str) -> int:
-    """About four characters a token (English text, common tokenizers)."""
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN)) if text else 0
 
 
 def strategy_prompt_text(s: StrategyText) -> str:

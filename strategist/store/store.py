@@ -20,6 +20,7 @@ from ..core.dialogue import Dialogue, Judgement, StrategyText
 from ..core.domain import Domain, Scenario, persona_key
 from ..core.evidence import GateEvidence
 from ..core.runs import FAILURE_KINDS, CandidateOutcome, EventKind, RunCommand, RunStatus
+from ..core.splits import SPLITS
 from ..errors import NotFoundError, StrategistError, one_line
 from . import migrations
 from .audit import AuditStoreMixin
@@ -237,7 +238,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
     def set_splits(self, assignments: dict[int, str]) -> None:
         """Move scenarios to splits (scenario id -> train | dev | test) in one transaction; an
         unknown id or split changes nothing."""
-        bad = sorted({v for v in assignments.values() if v not in ("train", "dev", "test")})
+        bad = sorted({v for v in assignments.values() if v not in SPLITS})
         if bad:
             raise ValueError(f"unknown split '{bad[0]}'")
         ids = sorted(assignments)
@@ -246,7 +247,7 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             missing = [i for i in ids if i not in found]
             if missing:
                 raise NotFoundError(f"no scenario {missing[0]}")
-            for split in ("train", "dev", "test"):
+            for split in SPLITS:
                 chosen = [i for i in ids if assignments[i] == split]
                 if chosen:
                     s.connection().execute(

@@ -58,11 +58,27 @@ class ToolCallError(Exception):
     """Raised inside a toolset to end one call with an error result carrying this message."""
 
 
-class Toolset(abc.ABC):
-    """A set of tools one dialogue uses."""
+class _Closing(abc.ABC):
+    """What toolsets and environments share: a name for messages, and ``async with`` closes."""
 
     #: Where the tools come from, for messages: a pack name, ``module:ATTR``, a server command.
     name: str = "tools"
+
+    @abc.abstractmethod
+    async def aclose(self) -> None:
+        """Release what it holds. Safe to call twice."""
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.name!r})"
+
+
+class Toolset(_Closing):
+    """A set of tools one dialogue uses."""
 
     @abc.abstractmethod
     async def list_tools(self) -> list[ToolSpec]:
@@ -72,19 +88,11 @@ class Toolset(abc.ABC):
     async def call(self, name: str, arguments: Arguments) -> ToolResult:
         """Call one tool. Never raises for a problem with this call; see the module docstring."""
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook, most toolsets hold nothing
+    async def aclose(self) -> None:  # most toolsets hold nothing
         """Release what the toolset holds. Safe to call twice."""
 
     async def __aenter__(self) -> Self:
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 def parse_arguments(arguments: Any) -> dict[str, Any]:
@@ -222,7 +230,7 @@ class CombinedToolset(Toolset):
             await toolset.aclose()
 
 
-class ToolEnvironment(abc.ABC):
+class ToolEnvironment(_Closing):
     """Where a domain's tools live. Each dialogue opens a ``session`` and gets a toolset whose
     state no other dialogue sees."""
 
@@ -249,14 +257,6 @@ class ToolEnvironment(abc.ABC):
     async def __aenter__(self) -> Self:
         await self.start()
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.aclose()
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.name!r})"
 
 
 ToolsetFactory = Callable[[], Toolset]
