@@ -68,7 +68,9 @@ def test_one_round_grow_on_the_embedded_model(tmp_path, monkeypatch):
         assert turns[0]["role"] == "customer" and turns[1]["role"] == "student"
         assert ended_by in ("max_turns", "stop_marker", "error")
     judged = db.execute("select score, rating, rating_method from judgements").fetchall()
-    failures = db.execute("select count(*) from events where kind = 'failure'").fetchone()[0]
+    failures = db.execute(
+        "select count(*) from events where kind in ('failure', 'judge_failure')"
+    ).fetchone()[0]
     # Every dialogue is either judged or its judging failure is recorded; nothing is silently lost.
     assert len(judged) + failures >= len(dialogues)
     for score, rating, method in judged:

@@ -160,8 +160,14 @@ def test_streaming_with_the_sync_client(client):
         ({"model": "smollm2", "messages": DAMAGED, "temperature": "hot"}, "temperature", "invalid_value"),
         ({"model": "smollm2", "messages": DAMAGED, "n": 2}, "n", "unsupported_value"),
         (
+            # Tools are forwarded (tests/test_serve_tools.py); a tool without its function is not one.
             {"model": "smollm2", "messages": DAMAGED, "tools": [{"type": "function"}]},
-            "tools",
+            "tools[0].function",
+            "missing_required_parameter",
+        ),
+        (
+            {"model": "smollm2", "messages": DAMAGED, "functions": [{"name": "f"}]},
+            "functions",
             "unsupported_parameter",
         ),
     ],
