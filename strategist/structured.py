@@ -32,20 +32,47 @@ def extract_json(text: str) -> str:
     return text[start : end + 1]
 
 
-def _repair_truncated(text: str) -> str | None:
-    """A reply cut off inside its last string value ('{"a": 1, "b": "some te') closed properly."""
+def _closer(body: str) -> str:
+    """What closes every string, array and object still open at the end of ``body``."""
+    stack: list[str] = []
+    in_string = escaped = False
+    for ch in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "{[":
+            stack.append("}" if ch == "{" else "]")
+        elif ch in "}]" and stack:
+            stack.pop()
+    return ('"' if in_string else "") + "".join(reversed(stack))
+
+
+def repair_truncated(text: str) -> str | None:
+    """A reply cut off at the token limit ('{"a": 1, "b": {"c": "some te') closed properly; a
+    value cut off before it began (a dangling key or comma) is dropped."""
     start = text.find("{")
     if start == -1:
         return None
     body = text[start:].rstrip()
     if body.endswith("\\"):
         body = body[:-1]
-    for closer in ('"}', "}", '"]}', "]}"):
+    for _ in range(3):  # the whole text, then without its last incomplete member or two
+        candidate = body + _closer(body)
         try:
-            json.loads(body + closer)
+            json.loads(candidate)
         except ValueError:
+            cut = body.rfind(",")
+            if cut <= 0:
+                return None
+            body = body[:cut].rstrip()
             continue
-        return body + closer
+        return candidate
     return None
 
 
@@ -53,7 +80,7 @@ def parse_output(text: str, output_type: type[T]) -> T:
     try:
         return output_type.model_validate_json(extract_json(text))
     except (ValueError, ValidationError) as exc:
-        repaired = _repair_truncated(text)
+        repaired = repair_truncated(text)
         if repaired is None:
             raise exc from None
         return output_type.model_validate_json(repaired)

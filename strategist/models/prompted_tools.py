@@ -12,10 +12,32 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..prompting import render
+from ..structured import repair_truncated
 from .base import Message, ToolCallRequest, ToolParams
 
 REPLY = "reply"
 _REPLY_TEXT = re.compile(r'"reply"\s*:\s*"((?:[^"\\]|\\.)*)', re.DOTALL)
+# A small model loops inside a string ("cancel_order_cancel_order_..."): bounded strings end.
+MAX_ARGUMENT_CHARS = 200
+MAX_REPLY_CHARS = 600
+MAX_ITEMS = 20
+
+
+def _bounded(schema: Any) -> Any:
+    """A tool's argument schema with every string and list given an upper bound (where it has
+    none), so the grammar ends a runaway value instead of the token limit cutting the call off."""
+    if isinstance(schema, list):
+        return [_bounded(s) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded(v) for k, v in schema.items()}
+    kinds = out.get("type")
+    kinds = kinds if isinstance(kinds, list) else [kinds]
+    if "string" in kinds and "maxLength" not in out and "enum" not in out and "const" not in out:
+        out["maxLength"] = MAX_ARGUMENT_CHARS
+    if "array" in kinds and "maxItems" not in out:
+        out["maxItems"] = MAX_ITEMS
+    return out
 
 
 def _function(tool: dict[str, Any]) -> dict[str, Any]:
@@ -38,7 +60,7 @@ def answer_schema(tools: ToolParams) -> dict[str, Any] | None:
     """A reply, or a call of one offered tool with its own argument schema; None: no tool offered."""
     branches: list[dict[str, Any]] = []
     for f in offered(tools):
-        params = f.get("parameters") or {"type": "object"}
+        params = _bounded(f.get("parameters") or {"type": "object"})
         branches.append(
             {
                 "type": "object",
@@ -110,7 +132,9 @@ def parse_answer(text: str, tools: ToolParams, *, call_id: str) -> tuple[str, li
     try:
         data = json.loads(stripped)
     except ValueError:
-        data = None
+        # Cut off at the token limit: close what was open and keep the call or the words.
+        repaired = repair_truncated(stripped)
+        data = json.loads(repaired) if repaired is not None else None
     if isinstance(data, dict) and isinstance(data.get("tool"), str):
         args = data.get("arguments")
         arguments = json.dumps(args if args is not None else {}, ensure_ascii=False)
