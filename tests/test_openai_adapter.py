@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -364,3 +365,36 @@ def test_config_takes_several_endpoints():
     ]
     with pytest.raises(ValueError, match="not an http"):
         RoleConfig(model="vllm/m", api_base=["gpu1:8000"])
+
+
+def test_a_grow_with_only_openai_compatible_roles_never_imports_litellm(tmp_path):
+    """The whole CLI grow, every role an ``openai/`` model on the fake server, in a new process."""
+    code = textwrap.dedent(f"""
+        import json, os, sys
+        sys.path.insert(0, {str(ROOT / "tests")!r})
+        os.chdir({str(tmp_path)!r})
+        from conftest import FakeOpenAI
+        from typer.testing import CliRunner
+        from strategist.cli import app
+        server = FakeOpenAI()
+        roles = "".join(
+            f'[roles.{{r}}]\\nmodel = "openai/{{r}}"\\napi_base = "{{server.url}}"\\njson_mode = "object"\\n'
+            for r in ("teacher", "student", "customer", "judge")
+        )
+        open("strategist.toml", "w").write('db = "lib.db"\\n' + roles)
+        runner = CliRunner()
+        assert runner.invoke(app, ["init"]).exit_code == 0
+        result = runner.invoke(app, ["grow", "--scenarios", "2", "--generate", "1", "--samples", "2",
+                                     "--variants", "0", "--regression", "0", "--max-turns", "2", "--json"])
+        summary = json.loads(result.stdout)
+        print(json.dumps({{"status": summary["status"], "calls": summary["llm_calls"],
+                          "requests": len(server.requests), "litellm": "litellm" in sys.modules}}))
+    """)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STRATEGIST_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ROOT, env=env
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["status"] == "completed" and got["calls"] > 10 and got["requests"] >= got["calls"]
+    assert got["litellm"] is False
