@@ -219,7 +219,7 @@ def _proxy_for(url: str) -> str | None:
 class _Endpoint:
     """One base URL of a model, with what routing needs: calls in flight and recent failures."""
 
-    __slots__ = ("base", "down_until", "failures", "in_flight", "loop", "proxy", "session", "url")
+    __slots__ = ("base", "down_until", "failures", "in_flight", "loop", "proxy", "session", "target", "url")
 
     def __init__(self, base: str) -> None:
         self.base = base
@@ -230,6 +230,7 @@ class _Endpoint:
         self.down_until = 0.0
         self.loop: Any = None  # the loop ``session`` belongs to
         self.session: Any = None
+        self.target: Any = None  # ``url`` as a yarl.URL
 
     def failed(self, retry_after: float | None) -> None:
         self.failures += 1
@@ -426,13 +427,16 @@ class OpenAICompatModel(ChatModel):
 
         session = ep.session
         if session is None or ep.loop is not asyncio.get_running_loop() or session.closed:
+            from yarl import URL  # aiohttp's own URL type: parsed once, not at every request
+
             session = ep.session = await _session(ep.base, self._key, id(self))
             ep.loop = asyncio.get_running_loop()
+            ep.target = URL(ep.url)
             self._slots.add((ep.base, self._key))
         timeout = self._timeouts()[1 if stream else 0]
         try:
             resp = await session.post(
-                ep.url, data=body, headers=self._headers, timeout=timeout, proxy=ep.proxy
+                ep.target, data=body, headers=self._headers, timeout=timeout, proxy=ep.proxy
             )
         except TimeoutError:
             raise _Transient(f"no answer from {ep.base} within {self.timeout:g} s") from None
