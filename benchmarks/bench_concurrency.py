@@ -1,18 +1,26 @@
-"""Concurrency efficiency: many dialogues against a slow provider, through the real litellm path.
+"""Concurrency efficiency and CPU per call: many dialogues against a slow OpenAI-compatible server.
 
-Run:  .venv/bin/python benchmarks/bench_concurrency.py [--dialogues 64] [--turns 6]
-      [--delay 0.2] [--concurrency 64] [--repeats 3] [--json]
+Run:  .venv/bin/python benchmarks/bench_concurrency.py [--concurrency 64,256] [--delay 0.2]
+      [--turns 6] [--repeats 3] [--clients strategist,aiohttp,openai,litellm] [--profile FILE] [--json]
 
-A loopback OpenAI-compatible server (FastAPI under uvicorn, in its own process so that it does
-not compete with the client for the interpreter) answers every chat completion after ``--delay``
-seconds. The client side is what a grow run's dialogue stage does: ``simulate()`` for each
-dialogue, student and customer through ``LiteLLMModel`` (``openai/...`` with ``api_base``), each
-call through the ledger (budget check, a row in a SQLite file) and the response cache, dialogues
-stored as they finish, all under the run's ``--concurrency`` limit.
+A loopback OpenAI-compatible server (a bare asyncio HTTP/1.1 server with keep-alive, in its own
+process, so it neither competes with the client for the interpreter nor costs much CPU of its own)
+answers every chat completion after ``--delay`` seconds. At each level N, N dialogues (at least
+64) of T agent turns run N at once: a chain of 2T-1 calls each (the customer's opening line is
+scripted), ideal wall time ceil(dialogues / N) * (2T-1) * delay, efficiency = ideal / actual.
 
-A dialogue of T agent turns is a chain of 2T-1 calls (the customer's opening line is scripted),
-so the ideal wall time is ceil(dialogues / concurrency) * (2T-1) * delay, and
-efficiency = ideal / actual.
+Clients, each on the same requests, in one process each time, their order alternating by repeat:
+
+- **strategist**: a grow run's dialogue stage as the run does it (``Runner._simulate``: prompts
+  rendered per call, student and customer ``openai/`` models through the native adapter, every
+  call through the ledger with its budget check and the response cache, ledger rows and cached
+  responses written in batches, each dialogue stored as it ends, in a SQLite file);
+- **aiohttp**: the same request bodies from a bare aiohttp session (one JSON dump and load a call);
+- **openai**: the official SDK over its aiohttp transport (``DefaultAioHttpClient``), no retries;
+- **litellm**: ``litellm.acompletion`` with the arguments litellm's adapter would send.
+
+CPU per call = the client process's CPU time (``time.process_time()``, every thread) over the
+run, divided by its calls: what one call costs the machine, whatever the wait.
 """
 
 from __future__ import annotations
@@ -36,54 +44,68 @@ if __package__ in (None, ""):
 
 from benchmarks.common import Table, late_refund, machine, northwind, spread
 
+CLIENTS = ("strategist", "aiohttp", "openai", "litellm")
+
 
 # -- the slow provider -----------------------------------------------------------------------
 def serve(port: int, delay: float) -> None:
-    """A bare ASGI app under uvicorn: the server must cost far less than the client it measures
-    (a FastAPI app here spends more CPU per request than this whole function)."""
-    import uvicorn
+    """HTTP/1.1 with keep-alive on a bare asyncio protocol: a few tens of microseconds of CPU per
+    request, so that at hundreds of requests in flight the server is never what is measured."""
 
     counter = {"n": 0}
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
-        if scope["path"].endswith("/models"):
-            payload: dict[str, Any] = {"object": "list", "data": [{"id": "slow", "object": "model"}]}
-        else:
-            model = json.loads(body or b"{}").get("model", "slow")
-            await asyncio.sleep(delay)
-            counter["n"] += 1
-            n = counter["n"]
-            payload = {
-                "id": f"chatcmpl-{n}",
-                "object": "chat.completion",
-                "created": int(time.time()),
-                "model": model,
-                "choices": [
-                    {
-                        "index": 0,
-                        "message": {
-                            "role": "assistant",
-                            "content": f"Reply {n}: I can help with that order.",
-                        },
-                        "finish_reason": "stop",
-                    }
-                ],
-                "usage": {"prompt_tokens": 200, "completion_tokens": 10, "total_tokens": 210},
-            }
-        data = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
-        await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+    def answer(n: int) -> bytes:
+        payload = {
+            "id": f"chatcmpl-{n}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": "slow",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": f"Reply {n}: I can help with that order."},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 200, "completion_tokens": 10, "total_tokens": 210},
+        }
+        body = json.dumps(payload).encode()
+        head = f"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+        return head.encode() + body
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", backlog=1024, access_log=False)
+    class Handler(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.buffer = b""
+
+        def data_received(self, data: bytes) -> None:
+            self.buffer += data
+            while True:
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    return
+                head = self.buffer[:end].decode("latin-1")
+                length = 0
+                for line in head.split("\r\n")[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length":
+                        length = int(value)
+                if len(self.buffer) < end + 4 + length:
+                    return
+                self.buffer = self.buffer[end + 4 + length :]
+                counter["n"] += 1
+                loop.call_later(delay, self.reply, counter["n"])
+
+        def reply(self, n: int) -> None:
+            if not self.transport.is_closing():
+                self.transport.write(answer(n))
+
+    loop = asyncio.new_event_loop()
+    server = loop.run_until_complete(loop.create_server(Handler, "127.0.0.1", port, backlog=4096))
+    try:
+        loop.run_forever()
+    finally:
+        server.close()
 
 
 def free_port() -> int:
@@ -106,21 +128,27 @@ def start_server(delay: float) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("the benchmark server did not start")
 
 
-# -- the client: a grow run's dialogue stage ---------------------------------------------------
-Requests = list[list[dict[str, Any]]]  # per dialogue, the litellm arguments of each call in order
+# -- strategist: a grow run's dialogue stage ---------------------------------------------------
+Requests = list[list[dict[str, Any]]]  # per dialogue, the request body of each call in order
+
+
+class _Settings:
+    def __init__(self, concurrency: int, turns: int) -> None:
+        from strategist.engine.ledger import Budget
+
+        self.budget = Budget()
+        self.cache = True
+        self.concurrency = concurrency
+        self.max_turns = turns
+        self.max_tool_steps = None
 
 
 async def dialogue_stage(
-    api_base: str, db: Path, dialogues: int, turns: int, concurrency: int
-) -> tuple[float, int, Requests]:
-    """Wall time and number of calls of the dialogue stage, and every request it sent."""
-    from strategist.core.seeds import derive_seed
-    from strategist.engine.cache import ResponseCache
-    from strategist.engine.concurrency import run_all
-    from strategist.engine.ledger import RUN_WRITE_BATCH, Ledger
-    from strategist.engine.simulate import simulate
-    from strategist.models.litellm_model import LiteLLMModel
-    from strategist.roles import Customer, Student
+    api_base: str, db: Path, dialogues: int, turns: int, concurrency: int, record: bool = True
+) -> tuple[float, float, int, Requests]:
+    """Wall time, CPU time and calls of the dialogue stage, and every request it sent."""
+    from strategist.engine.runner import Runner
+    from strategist.models.openai_compat import OpenAICompatModel
     from strategist.store import Store
 
     store = Store.open(db)
@@ -128,43 +156,104 @@ async def dialogue_stage(
     store.upsert_domain(domain)
     scenario = store.add_scenario(late_refund(domain))
     run_id = store.start_run(domain.id, "bench", {})
-    ledger = Ledger(store, run_id, cache=ResponseCache(store), write_batch=RUN_WRITE_BATCH)
-    sent: dict[int, list[dict[str, Any]]] = {}
-    # Every call's seed derives from its dialogue's seed (here the dialogue's number).
-    owner = {
-        derive_seed(i, role, k): i
-        for i in range(dialogues)
-        for role in ("student", "customer")
-        for k in range(turns)
-    }
+    sent: list[tuple[Any, Any, str]] = []
 
-    class Recording(LiteLLMModel):
-        async def _call(self, kwargs: dict[str, Any]) -> Any:
-            sent.setdefault(owner[kwargs["seed"]], []).append(kwargs)
-            return await super()._call(kwargs)
+    class Recording(OpenAICompatModel):
+        def _body(self, messages: Any, s: Any, tools: Any, stream: bool) -> bytes:
+            if record:
+                sent.append((messages, s, self.model_id))
+            return super()._body(messages, s, tools, stream)
 
-    def model(role: str) -> Any:
-        return ledger.wrap(Recording(f"openai/slow-{role}", api_base=api_base), role)
-
-    student, customer = Student(model("student"), domain), Customer(model("customer"), domain)
+    student = Recording("openai/slow-student", api_base=api_base)
+    customer = Recording("openai/slow-customer", api_base=api_base)
+    runner = Runner(
+        store,
+        domain,
+        run_id,
+        student=student,
+        customer=customer,
+        judge=customer,
+        settings=_Settings(concurrency, turns),
+        tools=None,
+    )
 
     async def one(i: int) -> None:
-        d = await simulate(scenario, domain, student, customer, seed=i, sample=i, max_turns=turns)
+        d = await runner._simulate(
+            scenario, seed=i, sample=i, condition="baseline", strategies=(), round_no=1
+        )
         assert d.error is None, d.error
-        store.add_dialogue(d, run_id=run_id, round=1)
 
-    start = time.perf_counter()
-    await run_all([one(i) for i in range(dialogues)], asyncio.Semaphore(concurrency))
-    elapsed = time.perf_counter() - start
-    ledger.flush()
-    assert ledger.cache_hits == 0
+    cpu, start = time.process_time(), time.perf_counter()
+    await runner._all([one(i) for i in range(dialogues)])
+    runner.ledger.flush()
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    calls = runner.ledger.calls
+    assert runner.ledger.cache_hits == 0
+    await student.aclose()
+    await customer.aclose()
     store.close()
-    return elapsed, ledger.calls, [sent[i] for i in range(dialogues)]
+    by_seed: dict[int, list[dict[str, Any]]] = {}
+    if record:
+        from strategist.core.seeds import derive_seed
+        from strategist.models.base import normalise_messages
+
+        owner = {
+            derive_seed(i, role, k): i
+            for i in range(dialogues)
+            for role in ("student", "customer")
+            for k in range(turns)
+        }
+        for messages, s, model_id in sent:
+            body = {
+                "model": model_id,
+                "messages": normalise_messages(messages),
+                "temperature": s.temperature,
+                "max_tokens": s.max_tokens,
+                "seed": s.seed,
+            }
+            by_seed.setdefault(owner[s.seed], []).append(body)
+    return elapsed, cpu, calls, [by_seed.get(i, []) for i in range(dialogues)]
 
 
-async def litellm_alone(requests: Requests, concurrency: int) -> float:
-    """The same requests, dialogue by dialogue in the same order, straight to litellm.acompletion:
-    what the provider's client alone costs, for reference."""
+# -- the same requests through bare clients --------------------------------------------------------
+async def bare_aiohttp(api_base: str, requests: Requests, concurrency: int) -> tuple[float, float]:
+    import aiohttp
+
+    limit = asyncio.Semaphore(concurrency)
+    url = api_base + "/chat/completions"
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+
+        async def chain(calls: list[dict[str, Any]]) -> None:
+            async with limit:
+                for body in calls:
+                    async with session.post(url, data=json.dumps(body).encode(), headers=headers) as r:
+                        json.loads(await r.read())
+
+        cpu, start = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(chain(c) for c in requests))
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
+async def openai_sdk(api_base: str, requests: Requests, concurrency: int) -> tuple[float, float]:
+    from openai import AsyncOpenAI, DefaultAioHttpClient
+
+    limit = asyncio.Semaphore(concurrency)
+    async with AsyncOpenAI(
+        base_url=api_base, api_key="none", max_retries=0, http_client=DefaultAioHttpClient()
+    ) as client:
+
+        async def chain(calls: list[dict[str, Any]]) -> None:
+            async with limit:
+                for body in calls:
+                    await client.chat.completions.create(**body)
+
+        cpu, start = time.process_time(), time.perf_counter()
+        await asyncio.gather(*(chain(c) for c in requests))
+        return time.perf_counter() - start, time.process_time() - cpu
+
+
+async def litellm_alone(api_base: str, requests: Requests, concurrency: int) -> tuple[float, float]:
     from strategist.models.litellm_model import import_litellm
 
     lt = import_litellm()
@@ -172,111 +261,158 @@ async def litellm_alone(requests: Requests, concurrency: int) -> float:
 
     async def chain(calls: list[dict[str, Any]]) -> None:
         async with limit:
-            for kwargs in calls:
-                await lt.acompletion(**kwargs)
+            for body in calls:
+                await lt.acompletion(
+                    **{**body, "model": "openai/" + body["model"]},
+                    api_base=api_base,
+                    api_key="none",
+                    max_retries=0,
+                    drop_params=True,
+                    timeout=120,
+                )
 
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     await asyncio.gather(*(chain(c) for c in requests))
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
-def run(dialogues: int, turns: int, delay: float, levels: list[int], repeats: int) -> dict[str, Any]:
+BARE = {"aiohttp": bare_aiohttp, "openai": openai_sdk, "litellm": litellm_alone}
+
+
+def run(
+    turns: int, delay: float, levels: list[int], repeats: int, clients: list[str], min_dialogues: int
+) -> dict[str, Any]:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     proc, api_base = start_server(delay)
     chain = 2 * turns - 1
     rows = []
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            # Warm-up: imports litellm, opens its HTTP client and the server's connections.
-            asyncio.run(dialogue_stage(api_base, Path(tmp) / "warm.db", min(8, dialogues), 2, max(levels)))
+            # Warm-up: imports, the first database, the server's connections; each client once.
+            _, _, _, warm = asyncio.run(dialogue_stage(api_base, Path(tmp) / "warm.db", 8, 2, max(levels)))
+            for name in clients:
+                if name != "strategist":
+                    asyncio.run(BARE[name](api_base, warm, 8))
             for c in levels:
+                dialogues = max(min_dialogues, c)
                 ideal = math.ceil(dialogues / c) * chain * delay
-                ours, alone = [], []
+                wall: dict[str, list[float]] = {k: [] for k in clients}
+                cpu: dict[str, list[float]] = {k: [] for k in clients}
                 for i in range(repeats):
-                    elapsed, calls, requests = asyncio.run(
-                        dialogue_stage(api_base, Path(tmp) / f"run-{c}-{i}.db", dialogues, turns, c)
+                    _, _, _, requests = asyncio.run(
+                        dialogue_stage(api_base, Path(tmp) / f"rec-{c}-{i}.db", dialogues, turns, c)
                     )
-                    assert calls == dialogues * chain, (calls, dialogues * chain)
-                    ours.append(elapsed)
-                    alone.append(asyncio.run(litellm_alone(requests, c)))
+                    order = clients if i % 2 == 0 else list(reversed(clients))
+                    for name in order:
+                        if name == "strategist":
+                            elapsed, used, calls, _ = asyncio.run(
+                                dialogue_stage(
+                                    api_base, Path(tmp) / f"run-{c}-{i}.db", dialogues, turns, c, record=False
+                                )
+                            )
+                            assert calls == dialogues * chain, (calls, dialogues * chain)
+                        else:
+                            elapsed, used = asyncio.run(BARE[name](api_base, requests, c))
+                        wall[name].append(elapsed)
+                        cpu[name].append(used / (dialogues * chain) * 1000)
                 rows.append(
                     {
                         "concurrency": c,
+                        "dialogues": dialogues,
+                        "calls": dialogues * chain,
                         "ideal_s": round(ideal, 3),
-                        "actual_s": [round(t, 3) for t in ours],
-                        "efficiency": spread([ideal / t for t in ours]),
-                        "litellm_alone_s": [round(t, 3) for t in alone],
-                        "litellm_alone_efficiency": spread([ideal / t for t in alone])["median"],
-                        "calls_per_s": round(dialogues * chain / statistics.median(ours), 1),
+                        "clients": {
+                            name: {
+                                "wall_s": [round(t, 3) for t in wall[name]],
+                                "efficiency": spread([ideal / t for t in wall[name]]),
+                                "cpu_ms_per_call": spread(cpu[name]),
+                            }
+                            for name in clients
+                        },
                     }
                 )
     finally:
         proc.terminate()
         proc.wait(10)
-    met = [r for r in rows if r["efficiency"]["median"] >= 0.9]
-    chosen = (
-        max(met, key=lambda r: r["concurrency"])
-        if met
-        else max(rows, key=lambda r: r["efficiency"]["median"])
-    )
     return {
-        "dialogues": dialogues,
         "turns": turns,
-        "calls_per_run": dialogues * chain,
+        "chain": chain,
         "delay_s": delay,
         "repeats": repeats,
         "levels": rows,
-        "chosen": chosen["concurrency"],
-        "efficiency": chosen["efficiency"],
-        "target": 0.9,
+        "targets": {"efficiency": {"64": 0.9, "256": 0.8}, "cpu_ms_per_call": 0.5},
     }
+
+
+def profile(turns: int, delay: float, concurrency: int, path: str) -> None:
+    """cProfile of strategist's dialogue stage alone (one run), sorted by own time, into ``path``."""
+    import cProfile
+    import pstats
+
+    proc, api_base = start_server(delay)
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            asyncio.run(dialogue_stage(api_base, Path(tmp) / "warm.db", 8, 2, concurrency, record=False))
+            prof = cProfile.Profile()
+            prof.enable()
+            elapsed, cpu, calls, _ = asyncio.run(
+                dialogue_stage(api_base, Path(tmp) / "p.db", concurrency, turns, concurrency, record=False)
+            )
+            prof.disable()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    with open(path, "w") as out:
+        out.write(
+            f"{calls} calls, {elapsed:.2f} s wall, {cpu / calls * 1000:.3f} ms CPU per call (profiled)\n"
+        )
+        stats = pstats.Stats(prof, stream=out)
+        stats.sort_stats("tottime").print_stats(40)
+        stats.sort_stats("cumulative").print_stats(60)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--serve", type=int, help=argparse.SUPPRESS)
-    ap.add_argument("--dialogues", type=int, default=64)
+    ap.add_argument("--dialogues", type=int, default=64, help="at least this many dialogues per level")
     ap.add_argument("--turns", type=int, default=6)
     ap.add_argument("--delay", type=float, default=0.2)
-    ap.add_argument("--concurrency", default="8,16,32,64", help="levels to measure, comma-separated")
+    ap.add_argument("--concurrency", default="64,256", help="levels to measure, comma-separated")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--clients", default=",".join(CLIENTS))
+    ap.add_argument("--profile", help="write a cProfile of strategist's dialogue stage to this file")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if args.serve:
         serve(args.serve, args.delay)
         return
     levels = [int(x) for x in args.concurrency.split(",")]
-    out = run(args.dialogues, args.turns, args.delay, levels, args.repeats)
+    if args.profile:
+        profile(args.turns, args.delay, max(levels), args.profile)
+        return
+    clients = [c for c in args.clients.split(",") if c]
+    out = run(args.turns, args.delay, levels, args.repeats, clients, args.dialogues)
     if args.json:
         print(json.dumps(out, indent=2))
         return
     print(machine())
     t = Table(
-        [
-            "concurrency",
-            "ideal s",
-            "actual s (median)",
-            "efficiency",
-            "min",
-            "max",
-            "litellm alone",
-            "calls/s",
-        ]
+        ["in flight", "client", "ideal s", "actual s (median)", "efficiency", "min", "max", "CPU ms/call"]
     )
     for r in out["levels"]:
-        e = r["efficiency"]
-        t.add(
-            r["concurrency"],
-            r["ideal_s"],
-            statistics.median(r["actual_s"]),
-            e["median"],
-            e["min"],
-            e["max"],
-            r["litellm_alone_efficiency"],
-            r["calls_per_s"],
-        )
+        for name, m in r["clients"].items():
+            e = m["efficiency"]
+            t.add(
+                r["concurrency"],
+                name,
+                r["ideal_s"],
+                statistics.median(m["wall_s"]),
+                e["median"],
+                e["min"],
+                e["max"],
+                m["cpu_ms_per_call"]["median"],
+            )
     print(t.render())
-    print(f"{out['calls_per_run']} calls per run; chosen concurrency {out['chosen']}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from .errors import ConfigError, describe_validation_error
@@ -30,12 +30,17 @@ class RoleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str = DEFAULT_MODEL
-    api_base: str | None = None
+    # One base URL, or several endpoints serving the same model (a list, or URLs separated by
+    # commas): each call goes to the one with the fewest calls in flight, and past one that fails.
+    api_base: str | list[str] | None = None
     # The *name* of the environment variable holding the key: keys never live in files.
     api_key_env: str | None = None
     json_mode: Literal["auto", "schema", "object", "none"] = "auto"
     timeout: float = Field(default=120.0, gt=0)
     retries: int = Field(default=4, ge=0, le=20)  # for transient errors (429, 5xx, timeouts)
+    # Which client reaches the model: "auto" (openai/, vllm/, sglang/, llamacpp/, ollama/ names
+    # through the native OpenAI-compatible adapter, others through litellm) or "litellm" (always).
+    client: Literal["auto", "litellm"] = "auto"
     # The GGUF file an embedded model runs (relative to the working directory); default: SmolLM2's.
     path: str | None = Field(default=None, min_length=1)
 
@@ -53,6 +58,19 @@ class RoleConfig(BaseModel):
                     "path_twice", "the model names its file already: give it in 'model' or 'path', not both"
                 )
         return self
+
+    @field_validator("api_base")
+    @classmethod
+    def _bases_are_urls(cls, value: str | list[str] | None) -> str | list[str] | None:
+        bases = value.split(",") if isinstance(value, str) else value or []
+        for base in bases:
+            if not base.strip().startswith(("http://", "https://")):
+                raise PydanticCustomError(
+                    "api_base_url", "'{base}' is not an http:// or https:// URL", {"base": base.strip()}
+                )
+        if isinstance(value, list) and not value:
+            raise PydanticCustomError("api_base_empty", "the list of endpoints is empty")
+        return value
 
     def options(self) -> dict[str, object]:
         options = self.model_dump(exclude={"model"})
@@ -126,7 +144,9 @@ def default_config_text(db: str) -> str:
 db = {json.dumps(db)}
 # domain = "northwind"
 
-# Each role picks its model: "embedded/smollm2" (in-process, no key) or any litellm name.
+# Each role picks its model: "embedded/smollm2" (in-process, no key), "openai/MODEL" (OpenAI or
+# any OpenAI-compatible server with api_base), "vllm/MODEL", "sglang/MODEL", "llamacpp/MODEL",
+# "ollama/MODEL" (a local server on its default port), or any litellm name ("anthropic/...").
 # Any GGUF file runs in-process too: model = "embedded/models/my-model.gguf", or keep
 # model = "embedded/smollm2" and set path = "models/my-model.gguf".
 [roles.teacher]
@@ -135,9 +155,9 @@ model = "{DEFAULT_MODEL}"
 
 [roles.student]
 model = "{DEFAULT_MODEL}"
-# A self-hosted OpenAI-compatible server:
+# A self-hosted OpenAI-compatible server (several replicas of one model: a list of URLs):
 # model = "openai/my-model"
-# api_base = "http://127.0.0.1:8080/v1"
+# api_base = "http://127.0.0.1:8080/v1"    # or ["http://gpu1:8000/v1", "http://gpu2:8000/v1"]
 # json_mode = "object"               # auto | schema | object | none
 
 [roles.customer]

@@ -131,6 +131,7 @@ def test_file_options_are_read(tmp_path):
     judge = s.role("judge")
     assert judge.options() == {
         "api_base": None,
+        "client": "auto",
         "api_key_env": "MY_JUDGE_KEY",
         "json_mode": "object",
         "timeout": 30.0,
@@ -256,24 +257,29 @@ def test_unknown_embedded_model_is_unavailable():
     assert "embedded/smollm2" in str(info.value)
 
 
-def test_openai_name_gives_litellm_model():
+def test_openai_name_gives_the_native_adapter_and_litellm_on_request():
     from strategist.models.litellm_model import LiteLLMModel
+    from strategist.models.openai_compat import OpenAICompatModel
 
     m = resolve_model("openai/x", api_base="http://127.0.0.1:9/v1", json_mode="object", timeout=5.0)
-    assert isinstance(m, LiteLLMModel)
+    assert isinstance(m, OpenAICompatModel)
     assert m.name == "openai/x"
-    assert m.api_base == "http://127.0.0.1:9/v1"
+    assert m.bases == ["http://127.0.0.1:9/v1"]
     assert (m.json_mode, m.timeout) == ("object", 5.0)
     d = resolve_model("openai/y", **RoleConfig().options())
-    assert isinstance(d, LiteLLMModel)
-    assert (d.api_base, d.json_mode, d.timeout) == (None, "auto", 120.0)
+    assert isinstance(d, OpenAICompatModel)
+    assert (d.bases, d.json_mode, d.timeout) == (["https://api.openai.com/v1"], "auto", 120.0)
+    options = RoleConfig(model="openai/y", client="litellm", api_base="http://h/v1").options()
+    lt = resolve_model("openai/y", **options)
+    assert isinstance(lt, LiteLLMModel)
+    assert (lt.api_base, lt.json_mode, lt.timeout) == ("http://h/v1", "auto", 120.0)
 
 
 def test_resolving_models_imports_neither_litellm_nor_llama_cpp():
     code = textwrap.dedent("""
         import json, sys
         from strategist.models import resolve_model
-        m = resolve_model("openai/x", api_base="http://127.0.0.1:9/v1")
+        m = resolve_model("litellm/openai/x", api_base="http://127.0.0.1:9/v1")
         e = resolve_model("embedded/smollm2")
         print(json.dumps({
             "type": type(m).__name__, "api_base": m.api_base, "embedded": type(e).__name__,

@@ -150,9 +150,17 @@ def _app(library_db, upstream_model, **kw):
     return create_app(library, upstream_model, "northwind", **kw)
 
 
-def _litellm(upstream: Upstream, **kw):
-    from strategist.models.litellm_model import LiteLLMModel
+ADAPTERS = ["litellm", "native"]
 
+
+def _litellm(upstream: Upstream, adapter: str = "litellm", **kw):
+    """The upstream as ``openai/up``: through litellm, or through the native OpenAI-compatible
+    adapter (the one ``openai/`` names get by default)."""
+    from strategist.models.litellm_model import LiteLLMModel
+    from strategist.models.openai_compat import OpenAICompatModel
+
+    if adapter == "native":
+        return OpenAICompatModel("openai/up", api_base=upstream.url, **kw)
     return LiteLLMModel("openai/up", api_base=upstream.url, **kw)
 
 
@@ -167,11 +175,12 @@ def _is_openai_error(body: dict) -> bool:
 
 
 # -- 9: a streaming request to an upstream that answers 200 with something else than SSE -------------
+@pytest.mark.parametrize("adapter", ADAPTERS)
 @pytest.mark.parametrize("mode", ["json", "html"])
-def test_streaming_from_an_upstream_that_does_not_stream_is_a_502(library_db, mode):
+def test_streaming_from_an_upstream_that_does_not_stream_is_a_502(library_db, mode, adapter):
     upstream = Upstream(mode)
     try:
-        with ThreadedServer(_app(library_db, _litellm(upstream, retries=0, timeout=10))) as base:
+        with ThreadedServer(_app(library_db, _litellm(upstream, adapter, retries=0, timeout=10))) as base:
             r = httpx.post(
                 f"{base}/v1/chat/completions",
                 json={"model": "x", "messages": DAMAGED, "stream": True},
@@ -195,10 +204,11 @@ def test_streaming_from_an_upstream_that_does_not_stream_is_a_502(library_db, mo
         upstream.close()
 
 
-def test_a_stream_that_breaks_after_it_started_ends_with_an_error_event(library_db):
+@pytest.mark.parametrize("adapter", ADAPTERS)
+def test_a_stream_that_breaks_after_it_started_ends_with_an_error_event(library_db, adapter):
     upstream = Upstream("half-stream")
     try:
-        with ThreadedServer(_app(library_db, _litellm(upstream, retries=0, timeout=10))) as base:
+        with ThreadedServer(_app(library_db, _litellm(upstream, adapter, retries=0, timeout=10))) as base:
             with httpx.stream(
                 "POST",
                 f"{base}/v1/chat/completions",
@@ -310,11 +320,12 @@ def test_a_huge_declared_body_is_refused_before_it_is_sent(scripted_base):
 
 
 # -- 11: a client that leaves while the upstream hangs -------------------------------------------------
+@pytest.mark.parametrize("adapter", ADAPTERS)
 @pytest.mark.parametrize("stream", [False, True])
-def test_a_client_that_leaves_cancels_the_upstream_call(library_db, stream):
+def test_a_client_that_leaves_cancels_the_upstream_call(library_db, stream, adapter):
     upstream = Upstream("hang")
     # Before the upstream's own timeout (2 s) and its retry (1 s or more later), the client gives up.
-    model = _litellm(upstream, retries=2, timeout=2.0)
+    model = _litellm(upstream, adapter, retries=2, timeout=2.0)
     try:
         with ThreadedServer(_app(library_db, model)) as base:
             start = time.monotonic()

@@ -4,11 +4,12 @@ of the same prompt stay distinct and an identical re-run replays the same sequen
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import asdict, fields
+from dataclasses import fields
 from typing import Any
 
 from ..models.base import Completion, Message, Sampling, TokenLogprobs, ToolCallRequest, ToolParams
@@ -18,10 +19,33 @@ from ..store import Store
 def request_key(
     model: str, messages: Sequence[Message], sampling: Sampling, tools: ToolParams | None = None
 ) -> str:
-    payload: dict[str, Any] = {"model": model, "messages": list(messages), "sampling": _fields(sampling)}
+    """SHA-256 of the request as canonical JSON: ``json.dumps({"model", "messages", "sampling"[,
+    "tools"]}, sort_keys=True, ensure_ascii=False)``, the text built piece by piece (the same
+    text: keys stored by earlier versions still match) because this runs on every call."""
+    parts = [_message_json(m) for m in messages]
+    text = f'{{"messages": [{", ".join(parts)}], "model": {_string(model)}, '
+    text += f'"sampling": {_sampling_json(sampling)}'
     if tools is not None:  # absent without tools: keys of requests without tools stay as they were
-        payload["tools"] = tools.request_fields()
-    return hashlib.sha256(json.dumps(payload, sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+        text += ', "tools": ' + json.dumps(tools.request_fields(), sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256((text + "}").encode()).hexdigest()
+
+
+_string = json.encoder.encode_basestring  # what json.dumps(ensure_ascii=False) writes for a str
+
+
+def _message_json(m: Message) -> str:
+    """``json.dumps(m, sort_keys=True, ensure_ascii=False)``; a plain {role, content} message
+    (nearly every one) without building the encoder."""
+    if len(m) == 2:
+        content, role = m.get("content"), m.get("role")
+        if type(content) is str and type(role) is str:
+            return f'{{"content": {_string(content)}, "role": {_string(role)}}}'
+    return json.dumps(m, sort_keys=True, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=512)  # a run uses a handful of samplings
+def _sampling_json(sampling: Sampling) -> str:
+    return json.dumps(_fields(sampling), sort_keys=True, ensure_ascii=False)
 
 
 def _fields(sampling: Sampling) -> dict[str, Any]:
@@ -30,9 +54,25 @@ def _fields(sampling: Sampling) -> dict[str, Any]:
 
 
 def completion_to_dict(c: Completion) -> dict[str, Any]:
-    d = asdict(c)
-    d.pop("cache_hit", None)
-    return d
+    """What ``dataclasses.asdict`` gives (without ``cache_hit``), built directly: asdict deep-copies
+    field by field, which costs more than a scripted model's whole call."""
+    logprobs = c.logprobs
+    calls = c.tool_calls
+    return {
+        "text": c.text,
+        "model": c.model,
+        "prompt_tokens": c.prompt_tokens,
+        "completion_tokens": c.completion_tokens,
+        "logprobs": None
+        if logprobs is None
+        else [{"token": t.token, "logprob": t.logprob, "top": dict(t.top)} for t in logprobs],
+        "latency_ms": c.latency_ms,
+        "cost_usd": c.cost_usd,
+        "tool_calls": None
+        if calls is None
+        else [{"id": t.id, "name": t.name, "arguments": t.arguments} for t in calls],
+        "finish_reason": c.finish_reason,
+    }
 
 
 def completion_from_dict(d: dict[str, Any]) -> Completion:
@@ -90,11 +130,18 @@ class ResponseCache:
     def pending(self) -> int:
         return len(self._pending)
 
-    def flush(self) -> None:
-        if self._pending:
-            items = [(k, m, c) for k, (m, c) in self._pending.items()]
+    def take(self) -> list[tuple[str, str, dict[str, Any]]]:
+        """The responses waiting to be written, handed over to whoever writes them (``write``)."""
+        pending, self._pending = self._pending, {}
+        return [(k, m, c) for k, (m, c) in pending.items()]
+
+    def write(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
+        """Store responses ``take()`` handed over (on any thread: a key set only grows)."""
+        if items:
             self.store.cache_put_many(items)
             for k, m, _ in items:
                 if m in self._keys:  # a key set already read stays complete
                     self._keys[m].add(k)
-            self._pending.clear()
+
+    def flush(self) -> None:
+        self.write(self.take())

@@ -8,6 +8,12 @@ oldest row is ``write_interval`` seconds old, before every event (``event()``), 
 judgement, a scenario, proposals) and at its end. So a process killed outright loses only rows of
 calls whose results were not stored either, and a resumed run makes those calls again; every
 stored result has its calls in the ledger.
+
+A run's ledger writes off the event loop (``background``): the batches that fill up while calls
+are in flight, and the results a run stores with ``store_result()`` (a dialogue, a judgement),
+go to one writer thread, in the order they were made; ``flush()`` and ``event()`` wait for it
+first. The order, and so every guarantee above, is the same as with writes on the loop: only the
+loop no longer stops for them.
 """
 
 from __future__ import annotations
@@ -15,9 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.pool import SingletonThreadPool, StaticPool
 
 from ..core.runs import EventKind
 from ..errors import BudgetExceeded, one_line
@@ -27,6 +36,13 @@ from ..store.tables import utcnow
 from .cache import ResponseCache
 
 RUN_WRITE_BATCH = 64  # rows a grow or eval run holds before writing them
+T = TypeVar("T")
+
+
+def can_write_from_a_thread(*stores: Store | None) -> bool:
+    """Whether writes to these stores may go through another thread: not where the whole engine
+    is one connection (an in-memory SQLite database), which two threads must not share."""
+    return all(s is None or not isinstance(s.engine.pool, StaticPool | SingletonThreadPool) for s in stores)
 
 
 @dataclass(frozen=True)
@@ -59,20 +75,69 @@ class Ledger:
     # flush at every event and at their end, hold more.
     write_batch: int = 1
     write_interval: float = 0.5
+    # Batches and stored results written by one writer thread instead of on the event loop.
+    background: bool = False
     _pending: list[dict[str, Any]] = field(default_factory=list)
     _oldest: float | None = None
+    _writer: ThreadPoolExecutor | None = None
+    _writes: list[Future[Any]] = field(default_factory=list)
+
+    def _take(self) -> tuple[list[dict[str, Any]], Any]:
+        """The buffered rows and cached responses, handed over (the buffers start empty again)."""
+        rows, self._pending = self._pending, []
+        items = self.cache.take() if self.cache is not None else None
+        self._oldest = None
+        return rows, items
+
+    def _write(self, rows: list[dict[str, Any]], items: Any) -> None:
+        """The rows first: a process killed between the two writes has then recorded calls it
+        cannot replay (a resumed run makes them again, and records them again), never replays
+        calls it has not recorded."""
+        if rows:
+            assert self.store is not None
+            self.store.record_calls(rows)
+        if items and self.cache is not None:
+            self.cache.write(items)
+
+    def _submit(self, work: Callable[[], T]) -> Future[T]:
+        self._raise_failed(wait=False)
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strategist-writer")
+        future = self._writer.submit(work)
+        self._writes.append(future)
+        return future
+
+    def _raise_failed(self, *, wait: bool) -> None:
+        """Raise the error of a write the writer thread failed (waiting for every write first)."""
+        writes = self._writes
+        if wait:
+            self._writes = []
+            for f in writes:
+                if not f.cancelled():  # a result its run stopped waiting for (never started)
+                    f.result()
+            return
+        done = [f for f in writes if f.done()]
+        if done:
+            self._writes = [f for f in writes if not f.done()]
+            for f in done:
+                if not f.cancelled():
+                    f.result()
 
     def flush(self) -> None:
-        """Write every buffered ledger row and cached response now. The rows go first: a process
-        killed between the two writes has then recorded calls it cannot replay (a resumed run makes
-        them again, and records them again), never replays calls it has not recorded."""
-        if self._pending:
-            assert self.store is not None
-            self.store.record_calls(self._pending)
-            self._pending = []
-        if self.cache is not None:
-            self.cache.flush()
-        self._oldest = None
+        """Write every buffered ledger row and cached response now, after whatever the writer
+        thread still has to write."""
+        self._raise_failed(wait=True)
+        self._write(*self._take())
+
+    async def store_result(self, store: Callable[[], T]) -> T:
+        """``store()`` (it stores what calls produced), after every buffered row is written: on the
+        writer thread for a run (the loop goes on with other calls meanwhile), else right here."""
+        if not self.background:
+            self.flush()
+            return store()
+        rows, items = self._take()
+        self._submit(lambda: self._write(rows, items))  # written even if the wait below is cancelled
+        return await asyncio.wrap_future(self._submit(store))
 
     def event(
         self,
@@ -92,7 +157,11 @@ class Ledger:
             return
         waiting = max(len(self._pending), self.cache.pending if self.cache is not None else 0)
         if waiting >= self.write_batch or time.monotonic() - self._oldest >= self.write_interval:
-            self.flush()
+            if self.background:
+                rows, items = self._take()
+                self._submit(lambda: self._write(rows, items))
+            else:
+                self.flush()
 
     def check(self) -> None:
         b = self.budget

@@ -21,7 +21,7 @@ from ..store import Store
 from ..tools.base import ToolEnvironment, Toolset
 from .cache import ResponseCache
 from .concurrency import run_all
-from .ledger import RUN_WRITE_BATCH, Budget, Ledger
+from .ledger import RUN_WRITE_BATCH, Budget, Ledger, can_write_from_a_thread
 from .simulate import DEFAULT_TOOL_STEPS, StrategyPicker, simulate
 
 T = TypeVar("T")
@@ -111,6 +111,7 @@ class Runner:
             cache=ResponseCache(cache_store or store) if settings.cache else None,
             per_model_concurrency=getattr(settings, "per_model_concurrency", None),
             write_batch=RUN_WRITE_BATCH,
+            background=can_write_from_a_thread(store, cache_store),
         )
         self.student = Student(self.ledger.wrap(student, "student"), domain)
         self.customer = Customer(self.ledger.wrap(customer, "customer"), domain)
@@ -208,8 +209,11 @@ class Runner:
                     student_model=self.student.model.name,
                     customer_model=self.customer.model.name,
                 )
-        self.ledger.flush()  # the calls before what they produced: a stored dialogue is never re-run
-        d = self.store.add_dialogue(d, run_id=self.run_id, round=round_no, candidate_id=candidate_id)
+        # The calls before what they produced: a stored dialogue is never re-run.
+        done, run_id = d, self.run_id
+        d = await self.ledger.store_result(
+            lambda: self.store.add_dialogue(done, run_id=run_id, round=round_no, candidate_id=candidate_id)
+        )
         if d.error:
             self.ledger.event(
                 "failure",
@@ -232,5 +236,4 @@ class Runner:
                 f"judging dialogue {d.id}", exc, kind="judge_failure", round_no=round_no, dialogue_id=d.id
             )
             return Scored(d, None)
-        self.ledger.flush()
-        return Scored(d, self.store.add_judgement(j))
+        return Scored(d, await self.ledger.store_result(lambda: self.store.add_judgement(j)))

@@ -1,11 +1,12 @@
 """Models: one interface (ChatModel), adapters, and how a model name becomes a model; embedding
 models (Embedder) beside them. Only this package talks to model providers.
 
-Names: ``embedded/smollm2`` runs in-process, and so does any GGUF file named
-``embedded/PATH.gguf`` (relative to the working directory, or ``embedded//abs/path.gguf``); a
-name registered with ``register_model`` (tests, plugins) wins; anything else goes to litellm
-(``openai/gpt-4o``, ``anthropic/...``, ``openai/NAME`` with an ``api_base`` for a self-hosted
-OpenAI-compatible server).
+Names: a name registered with ``register_model`` (tests, plugins) wins; ``embedded/smollm2``
+runs in-process, and so does any GGUF file named ``embedded/PATH.gguf`` (relative to the working
+directory, or ``embedded//abs/path.gguf``); ``openai/MODEL`` (OpenAI, or any OpenAI-compatible
+server given an ``api_base``) and the known servers ``vllm/``, ``sglang/``, ``llamacpp/``,
+``ollama/`` go to the native adapter (``OpenAICompatModel``, no litellm); ``litellm/NAME``, a role
+with ``client = "litellm"``, and every other name (``anthropic/...``, ``gemini/...``) go to litellm.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ __all__ = [
 ]
 
 EMBEDDED_PREFIX = "embedded/"
+LITELLM_PREFIX = "litellm/"
+NATIVE_PREFIXES = ("openai/", "vllm/", "sglang/", "llamacpp/", "ollama/")
 _registry: dict[str, ChatModel | Callable[[], ChatModel]] = {}
 
 
@@ -62,8 +65,8 @@ def unregister_model(name: str) -> None:
 
 
 def resolve_model(name: str, **options: Any) -> ChatModel:
-    """Turn a model name plus options (api_base, api_key_env, json_mode, timeout; path for an
-    embedded model) into a ChatModel."""
+    """Turn a model name plus options (api_base: one URL or several; api_key_env, json_mode,
+    timeout, retries; client: "auto" or "litellm"; path for an embedded model) into a ChatModel."""
     if name in _registry:
         found = _registry[name]
         return found if isinstance(found, ChatModel) else found()
@@ -83,13 +86,28 @@ def resolve_model(name: str, **options: Any) -> ChatModel:
                 "or a GGUF file as 'embedded/path/to/model.gguf'",
             )
         return EmbeddedModel(name, path=path)
+    connection = {
+        "api_key_env": options.get("api_key_env"),
+        "json_mode": options.get("json_mode") or "auto",
+        "timeout": options.get("timeout") or 120.0,
+        "retries": options.get("retries", 4),
+    }
+    litellm = name.startswith(LITELLM_PREFIX) or options.get("client") == "litellm"
+    if not litellm and name.startswith(NATIVE_PREFIXES):
+        from .openai_compat import OpenAICompatModel
+
+        server = name.split("/", 1)[0]
+        return OpenAICompatModel(name, server=server, api_base=options.get("api_base"), **connection)
     from .litellm_model import LiteLLMModel
 
-    return LiteLLMModel(
-        name,
-        api_base=options.get("api_base"),
-        api_key_env=options.get("api_key_env"),
-        json_mode=options.get("json_mode") or "auto",
-        timeout=options.get("timeout") or 120.0,
-        retries=options.get("retries", 4),
-    )
+    api_base = options.get("api_base")
+    if api_base is not None and not isinstance(api_base, str):
+        bases = [str(b) for b in api_base]
+        if len(bases) > 1:
+            from ..errors import ModelUnavailableError
+
+            raise ModelUnavailableError(
+                name, "several api_base endpoints need the native adapter (an openai/ name, client 'auto')"
+            )
+        api_base = bases[0] if bases else None
+    return LiteLLMModel(name, api_base=api_base, **connection)

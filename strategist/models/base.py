@@ -189,6 +189,11 @@ def normalise_messages(messages: Sequence[Any]) -> list[Message]:
     plus an assistant's ``tool_calls`` and a tool message's ``tool_call_id`` and ``name``."""
     out: list[Message] = []
     for i, m in enumerate(messages):
+        if type(m) is dict and len(m) == 2:  # the plain {role, content} message: nothing to convert
+            role, content = m.get("role"), m.get("content")
+            if type(role) is str and type(content) is str:
+                out.append({"role": role, "content": content})
+                continue
         if not isinstance(m, dict) or "role" not in m or ("content" not in m and not m.get("tool_calls")):
             raise ValueError(f"messages[{i}] must be a dict with 'role' and 'content'")
         msg: Message = {"role": str(m["role"]), "content": str(m.get("content") or "")}

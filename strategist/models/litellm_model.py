@@ -4,12 +4,10 @@ costs seconds and, unless told otherwise, reaches for the network."""
 
 from __future__ import annotations
 
-import email.utils
 import json
 import os
 import time
 from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 from tenacity import (
@@ -35,6 +33,7 @@ from .base import (
     parse_openai_tool_calls,
     sampling_kwargs,
 )
+from .retry import retry_after_from_headers
 
 _litellm: Any = None
 
@@ -114,34 +113,15 @@ def _cost(resp: Any) -> float | None:
     return float(cost) if isinstance(cost, int | float) else None
 
 
-MAX_RETRY_AFTER = 120.0  # seconds; a server asking for longer is treated as asking for this
-
-
 def retry_after_seconds(exc: BaseException | None) -> float | None:
     """The wait a rate-limited server asked for (Retry-After / retry-after-ms headers), if any."""
     if exc is None:
         return None
     for holder in (getattr(exc, "response", None), exc):
         headers = getattr(holder, "headers", None) or getattr(holder, "litellm_response_headers", None)
-        if not headers:
-            continue
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            try:
-                return min(float(ms) / 1000, MAX_RETRY_AFTER)
-            except ValueError:
-                pass
-        value = headers.get("retry-after")
-        if value is None:
-            continue
-        try:
-            return min(max(float(value), 0.0), MAX_RETRY_AFTER)
-        except ValueError:
-            try:  # an HTTP date
-                when = email.utils.parsedate_to_datetime(value)
-                return min(max((when - datetime.now(UTC)).total_seconds(), 0.0), MAX_RETRY_AFTER)
-            except (TypeError, ValueError):
-                continue
+        asked = retry_after_from_headers(headers)
+        if asked is not None:
+            return asked
     return None
 
 
@@ -158,7 +138,12 @@ class _WaitRetryAfter:
 
 
 class LiteLLMModel(ChatModel):
-    """Any model litellm can reach. Transient errors are retried with exponential backoff."""
+    """Any model litellm can reach. Transient errors are retried with exponential backoff.
+
+    ``litellm/NAME`` is NAME through litellm (the explicit choice of this adapter where the name
+    would otherwise go to the native one): the ledger shows the name as written, litellm gets NAME,
+    and the cache files the answers under NAME (the same model answers either way).
+    """
 
     def __init__(
         self,
@@ -172,6 +157,7 @@ class LiteLLMModel(ChatModel):
         extra: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
+        self.target = name.removeprefix("litellm/")  # the name litellm is given
         self.api_base = api_base
         self.api_key_env = api_key_env
         self.json_mode = json_mode
@@ -185,7 +171,7 @@ class LiteLLMModel(ChatModel):
         if mode == "auto":
             lt = import_litellm()
             try:
-                mode = "schema" if lt.supports_response_schema(model=self.name) else "none"
+                mode = "schema" if lt.supports_response_schema(model=self.target) else "none"
             except Exception:
                 mode = "none"
         if mode == "schema":
@@ -200,7 +186,7 @@ class LiteLLMModel(ChatModel):
     ) -> dict[str, Any]:
         """The litellm call's arguments, shared by complete() and stream()."""
         kwargs: dict[str, Any] = {
-            "model": self.name,
+            "model": self.target,
             "messages": normalise_messages(messages),
             **sampling_kwargs(s),
             "timeout": self.timeout,
@@ -221,7 +207,7 @@ class LiteLLMModel(ChatModel):
             fmt = self._response_format(s.json_schema)
             if fmt:
                 kwargs["response_format"] = fmt
-        return {**kwargs, **connection_kwargs(self.name, self.api_base, self.api_key_env)}
+        return {**kwargs, **connection_kwargs(self.target, self.api_base, self.api_key_env)}
 
     async def _call(self, kwargs: dict[str, Any]) -> Any:
         """litellm.acompletion with retries on transient errors; failures become our errors."""
@@ -309,12 +295,16 @@ class LiteLLMModel(ChatModel):
                 self.name, "the streamed answer held no completion events (the server did not send SSE)"
             )
 
+    @property
+    def cache_identity(self) -> str:
+        return self.target
+
     def price(self, prompt_tokens: int, completion_tokens: int) -> float | None:
-        return price_usd(self.name, prompt_tokens, completion_tokens)
+        return price_usd(self.target, prompt_tokens, completion_tokens)
 
     def count_tokens(self, text: str) -> int | None:
         """Tokens by litellm's counter: the model's tokenizer where litellm knows it, else tiktoken's."""
         try:
-            return int(import_litellm().token_counter(model=self.name, text=text))
+            return int(import_litellm().token_counter(model=self.target, text=text))
         except Exception:  # an unknown model or a tokenizer that cannot load: the caller estimates
             return None
