@@ -628,7 +628,7 @@ class Grower(Runner):
                     pairwise_mean=pair_look.mean if pair_look else None,
                     pairwise_low=pair_look.low if pair_look else None,
                     pairwise_high=pair_look.high if pair_look else None,
-                    level=(score_look or pair_look).level if (score_look or pair_look) else None,
+                    level=next((x.level for x in (score_look, pair_look) if x is not None), None),
                 )
             )
             previous = fraction
