@@ -193,14 +193,14 @@ def main() -> None:
                 n_eq = n
                 break
         if n_eq is not None:
+
+            def fixed(e: float, n: int = n_eq, s: str = signal, a: float = cfg.alpha) -> bool:
+                return fixed_t(sim, e, n, a, s)
+
             result["gates"][f"fixed {signal}, equal power (n={n_eq})"] = {
                 "signal": signal,
-                "rates": rates(
-                    lambda e, n=n_eq, s=signal: (fixed_t(sim, e, n, cfg.alpha, s), n), args.candidates
-                ),
-                "per_run": per_run(
-                    lambda e, n=n_eq, s=signal: fixed_t(sim, e, n, cfg.alpha, s), args.runs, rng
-                ),
+                "rates": rates(lambda e, n=n_eq, f=fixed: (f(e), n), args.candidates),
+                "per_run": per_run(fixed, args.runs, rng),
                 "calls_per_pair": CALLS[signal],
             }
     if args.json:
