@@ -77,6 +77,15 @@ def grow(
     max_strategies: Annotated[
         int, typer.Option(min=1, max=3, help="Strategies proposed per weak scenario.")
     ] = 2,
+    contrast_spread: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Coach a weak scenario from its best and worst run when their scores differ by at "
+            "least this much.",
+        ),
+    ] = 0.05,
     max_turns: MaxTurnsOption = None,
     max_tool_steps: MaxToolStepsOption = None,
     limit: LimitOption = None,
@@ -151,6 +160,7 @@ def grow(
             cache=not no_cache,
             weak_threshold=weak,
             max_strategies=max_strategies,
+            contrast_spread=contrast_spread,
             concurrency=concurrency,
             per_model_concurrency=per_model_concurrency,
             max_turns=max_turns,

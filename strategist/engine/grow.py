@@ -59,7 +59,7 @@ class GrowConfig:
     limit: int | None = None  # only the first N training scenarios (by id) are worked on
     # A weak scenario whose samples' scores spread at least this much is coached from the contrast
     # of its best and worst run (the best one shows what the student can already do).
-    contrast_spread: float = 0.1
+    contrast_spread: float = 0.05
     gate: GateConfig = field(default_factory=GateConfig)
     budget: Budget = field(default_factory=Budget)
 
