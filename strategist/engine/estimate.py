@@ -3,10 +3,10 @@
 - The low end: no scenario is weak, so nothing is coached or gated; the teacher writes its
   scenarios and every working scenario gets its ``samples`` judged dialogues.
 - The high end: every scenario is weak, the teacher proposes ``max_strategies`` strategies for
-  each, none is merged, and every one goes through the gate to its cap (--max-samples). A gate scenario's no-strategy
-  dialogues are shared by every candidate tried on it, so they are counted once per scenario and
-  sample, not once per candidate. With tools, every agent turn takes all its tool steps (the low
-  end: none).
+  each, none is merged, and every one goes through the gate to its cap (--max-samples). A gate
+  scenario's no-strategy dialogues are shared by every candidate tried on it, so they are counted
+  once per scenario and sample, not once per candidate. With tools, every agent turn takes all its
+  tool steps (the low end: none).
 
 Both ends count every dialogue at its full length (a customer who says the stop marker early
 ends it with fewer calls) and every structured output as valid at the first attempt (each
