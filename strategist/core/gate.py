@@ -15,6 +15,10 @@ from .stats import PairedResult, SequentialLook, bonferroni_share, paired_bootst
 
 GateSignalName = Literal["score", "pairwise", "both"]
 Verdict = Literal["accept", "reject", "continue"]
+# The least spread accepting assumes, per signal (stats.sequential_look): a score delta's smallest
+# steps are a check or a rating point (about 0.05); a pairwise value is -1, 0 or +1 without
+# log-probabilities.
+MIN_SD = {"score": 0.05, "pairwise": 0.25}
 
 
 @dataclass(frozen=True)
@@ -126,6 +130,7 @@ def decide_look(
             alpha=config.alpha,
             fraction=1.0 if final else fraction,
             previous_fraction=previous_fraction,
+            min_sd=MIN_SD[s],
         )
         for s in config.signals()
     }

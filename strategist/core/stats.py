@@ -82,13 +82,20 @@ class SequentialLook:
 
 
 def sequential_look(
-    values: Sequence[float], *, alpha: float, fraction: float, previous_fraction: float
+    values: Sequence[float],
+    *,
+    alpha: float,
+    fraction: float,
+    previous_fraction: float,
+    min_sd: float = 0.0,
 ) -> SequentialLook:
     """The repeated confidence bounds after this look: mean -/+ t_{1-a_k, n-1} * s / sqrt(n), where
     a_k = spend(fraction) - spend(previous_fraction) is this look's share of ``alpha``.
 
-    With fewer than two values there is no spread to estimate: the bounds are the widest possible
-    for values in [-1, 1]. Without spread (every value equal) the bounds collapse to the mean.
+    The lower bound (what accepting needs) uses a spread of at least ``min_sd``: a few identical
+    values, which a judge with coarse answers gives by chance, are no proof. The upper bound (what
+    stopping for futility needs) uses the spread as measured. With fewer than two values there is
+    no spread to estimate: the bounds are the widest possible for values in [-1, 1].
     """
     arr = np.asarray(list(values), dtype=float)
     n = int(arr.size)
@@ -99,8 +106,9 @@ def sequential_look(
     if n < MIN_PAIRS_FOR_INTERVAL:
         return SequentialLook(n, mean, -1.0, 1.0, level, fraction)
     sd = float(arr.std(ddof=1))
-    half = float(stats.t.ppf(1.0 - level, df=n - 1)) * sd / float(np.sqrt(n)) if sd > 0 else 0.0
-    return SequentialLook(n, mean, max(mean - half, -1.0), min(mean + half, 1.0), level, fraction)
+    quantile = float(stats.t.ppf(1.0 - level, df=n - 1)) / float(np.sqrt(n))
+    low, high = mean - quantile * max(sd, min_sd), mean + quantile * sd
+    return SequentialLook(n, mean, max(low, -1.0), min(high, 1.0), level, fraction)
 
 
 def bonferroni_share(alpha: float, family: int) -> float:

@@ -20,7 +20,7 @@ from ..core.cells import CellStats, pick_cells
 from ..core.dialogue import Dialogue, StrategyText
 from ..core.domain import Difficulty, Domain, Scenario
 from ..core.evidence import GateBatch, GateEvidence, GatePair, PairwiseVote, pair_preference
-from ..core.gate import GateConfig, decide_look
+from ..core.gate import MIN_SD, GateConfig, decide_look
 from ..core.runs import RunStatus
 from ..core.seeds import derive_seed
 from ..core.stats import sequential_look
@@ -616,6 +616,7 @@ class Grower(Runner):
                     alpha=cfg.alpha,
                     fraction=1.0 if final else fraction,
                     previous_fraction=previous,
+                    min_sd=MIN_SD["score"],
                 )
             batches.append(
                 GateBatch(
