@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEMO_DB ?= demo/strategist.db
+DEMO_SEED ?= 0
 # llama.cpp is compiled for a portable x86-64 level (AVX2, FMA, F16C) instead of -march=native: a
 # virtual machine can advertise instructions it cannot run (AMX tiles: 'Illegal instruction' at the
 # first generation), and pip caches the wheel for other machines. Ignored on other architectures.
@@ -30,10 +31,11 @@ $(VENV)/.stamp-dev: pyproject.toml | $(BIN)/python
 demo: $(VENV)/.stamp-local
 	@mkdir -p $(dir $(DEMO_DB))
 	$(BIN)/strategist init --db $(DEMO_DB)
-	$(BIN)/strategist grow --db $(DEMO_DB) --rounds 1 --scenarios 2 --generate 1 --samples 3 \
-		--variants 0 --regression 0 --max-turns 1 --max-strategies 1
+	$(BIN)/strategist grow --db $(DEMO_DB) --seed $(DEMO_SEED) --rounds 1 --scenarios 2 --generate 0 \
+		--samples 3 --max-samples 6 --variants 0 --regression 0 --max-turns 1 --max-strategies 1
 	$(BIN)/strategist strategies list --db $(DEMO_DB)
 	@echo "Only strategies that measurably help are kept; with this tiny model most are not."
+	@echo "The evidence of one: $(BIN)/strategist strategies show ID --db $(DEMO_DB)"
 	@echo "What was proposed and what the gate decided: $(BIN)/strategist runs show ID --db $(DEMO_DB)"
 	@echo "(IDs: $(BIN)/strategist runs list --db $(DEMO_DB)). Stronger models: README, 'Using real models'."
 

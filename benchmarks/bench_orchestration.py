@@ -81,10 +81,10 @@ def judge(messages: list[dict[str, str]], s: Sampling) -> str:
     convo = convo[convo.find("CONVERSATION") :]
     good = GOOD in convo
     if s.json_schema:
-        n = json.loads(s.json_schema)["properties"]["rubric"].get("minItems", 0)
+        n = json.loads(s.json_schema)["properties"]["passed"].get("minItems", 0)
         return json.dumps(
             {
-                "rubric": [{"passed": good, "reason": "checked"} for _ in range(n)],
+                "passed": [good for _ in range(n)],
                 "weakest_turn": 1,
                 "critique": "Offered store credit." if good else "Did not offer store credit.",
             }

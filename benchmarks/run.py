@@ -33,6 +33,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "startup": (["--repeats", "10"], ["--repeats", "3"]),
     "retrieval": ([], ["--sizes", "1000,10000", "--queries", "300"]),
     "tools": (["--repeats", "5"], ["--repeats", "2", "--dialogues", "10"]),
+    "gate": ([], ["--candidates", "300", "--runs", "50"]),
 }
 
 
@@ -119,6 +120,11 @@ def table(results: dict[str, dict[str, Any]]) -> str:
                 round(x["tokens"]),
             )
         lines += ["", f"retrieval, {r['queries']} queries per size, k=3, budget 300 tokens:", rt.render()]
+    r = results.get("gate", {})
+    if "gates" in r:
+        from benchmarks.bench_gate import render
+
+        lines += ["", "the gate on a simulation with the embedded judge's noise (bench_gate.py):", render(r)]
     failed = [k for k, v in results.items() if "error" in v]
     if failed:
         lines += ["", "failed: " + "; ".join(f"{k}: {results[k]['error']}" for k in failed)]

@@ -38,9 +38,9 @@ def judge(messages: list[dict[str, str]], sampling: Sampling) -> str:
     conversation = messages[0]["content"].split("CONVERSATION")[-1]
     good = "store credit" in conversation
     if sampling.json_schema:  # the rubric verdict
-        n = json.loads(sampling.json_schema)["properties"]["rubric"]["minItems"]
+        n = json.loads(sampling.json_schema)["properties"]["passed"]["minItems"]
         critique = "Correct." if good else "Promised a card refund outside the 30-day window."
-        return json.dumps({"rubric": [{"passed": good}] * n, "weakest_turn": 1, "critique": critique})
+        return json.dumps({"passed": [good] * n, "weakest_turn": 1, "critique": critique})
     return "5" if good else "2"  # the overall rating
 
 

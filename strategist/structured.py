@@ -143,7 +143,8 @@ class Content(BaseModel):
                 t = text.strip()
                 if "$defs" in t or t.startswith("#/"):
                     raise ValueError(f"{name}: a reference from the JSON schema, not content")
-                if info.description and t and t.casefold().rstrip(".") == info.description.casefold():
+                echo = t.casefold().rstrip(".,;: ")
+                if info.description and t and echo == info.description.casefold().rstrip(".,;: "):
                     raise ValueError(f"{name}: the field's description repeated, not content")
         return self
 

@@ -97,7 +97,8 @@ def test_grow_then_list_and_show(cwd, scripted):
     assert shown.exit_code == 0
     text = " ".join(shown.stdout.split())  # wrapped lines joined again
     assert f"when: {world.HELPFUL['trigger']}" in text and f"do: {world.HELPFUL['guidance']}" in text
-    assert "paired evidence" in shown.stdout and "95% CI" in shown.stdout
+    assert "paired evidence" in shown.stdout and "95% anytime bounds" in shown.stdout
+    assert "sequential gate" in shown.stdout and "source: the teacher's reply" in text
     detail = json.loads(run("strategies", "show", sid, "--db", "lib.db", "--json").stdout)
     assert detail["versions"][0]["version"] == 1 and detail["reviews"][0]["action"] == "created"
 

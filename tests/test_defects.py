@@ -647,7 +647,11 @@ def test_15b_the_high_end_is_reached_when_every_proposal_is_gated(store, northwi
     models = world.models(world.HELPFUL)
     models.teacher = FunctionModel(teacher, name="scripted/teacher")
     config = GrowConfig(
-        scenarios=1, generate=0, max_strategies=2, gate=GateConfig(samples=3, variants=0, regression=0)
+        scenarios=1,
+        generate=0,
+        max_strategies=2,
+        # One batch: the sequential gate's high end is every candidate running to its cap.
+        gate=GateConfig(samples=3, variants=0, regression=0, max_samples=3),
     )
     names = {r: getattr(models, r).name for r in ROLES}
     expected = estimate(config, domain, names, lambda *_: None)
@@ -781,7 +785,10 @@ def test_15b_the_high_end_counts_every_tool_step(store, northwind):
     models = world.models(world.HELPFUL)
     models.student = FunctionModel(student, name="scripted/student")
     config = GrowConfig(
-        scenarios=1, generate=0, max_strategies=1, gate=GateConfig(samples=2, variants=0, regression=0)
+        scenarios=1,
+        generate=0,
+        max_strategies=1,
+        gate=GateConfig(samples=2, variants=0, regression=0, max_samples=2),  # one batch: the cap
     )
     names = {r: getattr(models, r).name for r in ROLES}
     expected = estimate(config, domain, names, lambda *_: None, scenarios=store.list_scenarios(split="train"))

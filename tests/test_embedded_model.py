@@ -190,3 +190,32 @@ async def test_judge_with_embedded_model_rates_by_logprobs(model):
     assert 0.0 <= judgement.score <= 1.0
     assert len(judgement.rubric) == len(scenario.criteria(domain).rubric)
     assert judgement.weakest_turn == 1
+
+
+async def test_pairwise_judge_on_the_embedded_model_answers_both_orders(model):
+    from strategist.core.dialogue import Dialogue, Turn
+    from strategist.core.evidence import pair_preference
+    from strategist.packs import load_domain, load_scenario_set
+    from strategist.roles import Judge
+
+    domain = load_domain(NORTHWIND / "domain.yaml")
+    _, scenarios = load_scenario_set(NORTHWIND / "scenarios.yaml", domain)
+    sc = scenarios[0]
+
+    def dialogue(reply: str) -> Dialogue:
+        return Dialogue(
+            seed=3, turns=[Turn(role="customer", content=sc.opening), Turn(role="student", content=reply)]
+        )
+
+    good = dialogue(
+        "I'm sorry. It was delivered 45 days ago, so I can offer store credit, not a card refund."
+    )
+    bad = dialogue("Sure, I'll refund your card right away, no questions asked.")
+    votes = await Judge(model, domain).compare(sc, bad, good, seed=3)
+    assert [v.order for v in votes] == ["with_first", "without_first"]
+    assert all(v.method == "logprobs" for v in votes)
+    for v in votes:
+        assert v.p_with is not None and v.p_without is not None and v.p_tie is not None
+        assert v.p_with + v.p_without + v.p_tie == pytest.approx(1.0)
+    preference = pair_preference(votes)
+    assert preference is not None and -1.0 <= preference <= 1.0

@@ -85,6 +85,23 @@ def variables(domain, scenario) -> dict[str, dict]:
             "critique": "CRITIQUE-TEXT",
             "max_strategies": 2,
         },
+        "judge_pairwise.j2": {
+            "domain": domain,
+            "scenario": scenario,
+            "first": "Customer: Refund me.\nAgent: FIRST-SAID",
+            "second": "Customer: Refund me.\nAgent: SECOND-SAID",
+        },
+        "teacher_contrast.j2": {
+            "domain": domain,
+            "scenario": scenario,
+            "best": "Customer: Refund me.\nAgent: BEST-SAID",
+            "worst": "Customer: Refund me.\nAgent: WORST-SAID",
+            "best_score": 0.9,
+            "worst_score": 0.2,
+            "best_critique": "BEST-CRITIQUE",
+            "worst_critique": "WORST-CRITIQUE",
+            "max_strategies": 2,
+        },
         "structured_output.j2": {"schema": '{"type":"object"}'},
         "tools_prompted.j2": {
             "system": "You are the agent.",
@@ -109,7 +126,15 @@ def test_every_template_renders_with_what_the_code_passes(name, northwind, scena
 
 @pytest.mark.parametrize(
     "name",
-    ["student_system.j2", "judge_verdict.j2", "judge_rating.j2", "teacher_scenario.j2", "teacher_coach.j2"],
+    [
+        "student_system.j2",
+        "judge_verdict.j2",
+        "judge_rating.j2",
+        "judge_pairwise.j2",
+        "teacher_scenario.j2",
+        "teacher_coach.j2",
+        "teacher_contrast.j2",
+    ],
 )
 def test_policy_is_in_prompts_that_need_it(name, northwind, scenario):
     text = render(name, **variables(northwind, scenario)[name])
@@ -273,3 +298,26 @@ def test_syntax_error_in_user_template_is_a_strategist_error(tmp_path):
     set_prompt_dirs(tmp_path)
     with pytest.raises(StrategistError, match=r"reask\.j2"):
         render("reask.j2", error="e")
+
+
+def test_judge_prompts_share_their_opening(northwind, scenario):
+    # The embedded model re-uses the longest prefix its context holds: every judge prompt starts
+    # with the same reviewer line, policy and situation, so only the rest is evaluated again.
+    v = variables(northwind, scenario)
+    texts = [render(n, **v[n]) for n in ("judge_verdict.j2", "judge_rating.j2", "judge_pairwise.j2")]
+    head = texts[0][: texts[0].index("THE CUSTOMER'S SITUATION")]
+    assert all(t.startswith(head) for t in texts) and northwind.policy.strip() in head
+
+
+def test_pairwise_prompt_shows_both_dialogues_in_order(northwind, scenario):
+    text = render("judge_pairwise.j2", **variables(northwind, scenario)["judge_pairwise.j2"])
+    assert text.index("CONVERSATION A:") < text.index("FIRST-SAID") < text.index("CONVERSATION B:")
+    assert text.index("SECOND-SAID") > text.index("CONVERSATION B:")
+    assert "A, B, or T" in text
+
+
+def test_contrast_prompt_shows_the_best_and_the_worst_run(northwind, scenario):
+    text = render("teacher_contrast.j2", **variables(northwind, scenario)["teacher_contrast.j2"])
+    for part in ("BEST-SAID", "WORST-SAID", "BEST-CRITIQUE", "WORST-CRITIQUE", "score 0.90", "score 0.20"):
+        assert part in text
+    assert text.index("BEST-SAID") < text.index("WORST-SAID")

@@ -56,16 +56,33 @@ class Customer:
         return f"I still want my money back (seed {sampling.seed})."
 
 
+def quality(convo: str) -> int:
+    """How the scripted judge ranks a conversation: 1 offers store credit, -1 breaks policy."""
+    return (GOOD_PHRASE in convo) - ("guarantee" in convo.lower())
+
+
+def pairwise_answer(text: str) -> str | None:
+    """The scripted judge's pairwise answer (A, B or T), or None for another prompt."""
+    if "CONVERSATION A:" not in text:
+        return None
+    a, b = text.split("CONVERSATION A:", 1)[1].split("CONVERSATION B:", 1)
+    qa, qb = quality(a), quality(b)
+    return "A" if qa > qb else "B" if qb > qa else "T"
+
+
 def judge_fn(messages: list[dict[str, str]], sampling: Sampling) -> str:
+    answer = pairwise_answer(messages[0]["content"])
+    if answer is not None:
+        return answer
     convo = _conversation(messages[0]["content"])
     good = GOOD_PHRASE in convo
     bad = "guarantee" in convo.lower()
     if sampling.json_schema:
         schema = json.loads(sampling.json_schema)
-        n = schema["properties"]["rubric"].get("minItems", 0)
+        n = schema["properties"]["passed"].get("minItems", 0)
         return json.dumps(
             {
-                "rubric": [{"passed": good and not bad, "reason": "checked"} for _ in range(n)],
+                "passed": [good and not bad for _ in range(n)],
                 "weakest_turn": 1,
                 "critique": "Offered store credit."
                 if good

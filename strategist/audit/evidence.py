@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..core.dialogue import Turn
-from ..core.evidence import GateEvidence
+from ..core.evidence import GateEvidence, GatePair
 from ..errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -103,13 +103,59 @@ def pair_views(
 
 def gate_line(e: GateEvidence) -> str | None:
     """One sentence about the gate's decision, or None when there is no evidence."""
-    if e.mean_delta is None:
+    if e.mean_delta is None and e.pairwise_mean is None:
         return None
-    ci = ""
-    if e.ci_low is not None and e.ci_high is not None:
-        ci = f", {e.confidence or 0.95:.0%} CI [{e.ci_low:+.3f}, {e.ci_high:+.3f}]"
+    parts = []
+    if e.mean_delta is not None:
+        ci = ""
+        if e.ci_low is not None and e.ci_high is not None:
+            level = f"{e.confidence or 0.95:.0%}"
+            kind = f"{level} anytime bounds" if e.batches else f"{level} CI"
+            ci = f", {kind} [{e.ci_low:+.3f}, {e.ci_high:+.3f}]"
+        parts.append(f"mean paired gain {e.mean_delta:+.3f}{ci}")
+    if e.pairwise_mean is not None:
+        bounds = ""
+        if e.pairwise_low is not None and e.pairwise_high is not None:
+            bounds = f" [{e.pairwise_low:+.3f}, {e.pairwise_high:+.3f}]"
+        parts.append(f"pairwise preference {e.pairwise_mean:+.3f}{bounds}")
     samples = "?" if e.samples is None else e.samples
-    return f"mean paired gain {e.mean_delta:+.3f}{ci} over {e.n_pairs} pairs ({samples} samples per scenario)"
+    if e.batches:
+        most = "?" if e.max_samples is None else e.max_samples
+        how = (
+            f"{len(e.batches)} batch{'es' if len(e.batches) > 1 else ''} of {samples} seeds "
+            f"(at most {most} per scenario), signal {e.signal}"
+        )
+    else:
+        how = f"{samples} samples per scenario"
+    out = "; ".join(parts) + f" over {e.n_pairs} pairs ({how})"
+    left = [f"{e.flagged_pairs} left out for a simulator fault"] if e.flagged_pairs else []
+    left += [f"{e.unjudged_pairs} not judgeable"] if e.unjudged_pairs else []
+    return out + (f"; {', '.join(left)}" if left else "")
+
+
+SOURCE_TEXT = {
+    "weakest_turn": "the teacher's reply at the student's weakest turn",
+    "best_vs_worst": "the student's best run against its worst on the same scenario",
+    "best_run": "the student's best run, quoted (the teacher's answer was unusable)",
+}
+
+
+def source_line(e: GateEvidence) -> str | None:
+    """Where the candidate came from, or None when it is not recorded."""
+    if e.source is None:
+        return None
+    runs = ""
+    if e.best_dialogue_id is not None:
+        runs = f" (best dialogue {e.best_dialogue_id}, worst dialogue {e.worst_dialogue_id})"
+    return SOURCE_TEXT[e.source] + runs
+
+
+def pairwise_text(p: GatePair) -> str:
+    """Both orders of a pair's pairwise verdict, short: ``with, tie -> +0.000``."""
+    if not p.pairwise:
+        return "-"
+    winners = ", ".join(v.winner for v in p.pairwise)
+    return winners + ("" if p.preference is None else f" -> {p.preference:+.3f}")
 
 
 def gain_text(e: GateEvidence) -> str:

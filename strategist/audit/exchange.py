@@ -143,16 +143,39 @@ class _FlowMap(dict[str, Any]):
     """A mapping written on one line: one gate pair, one line of the diff."""
 
 
+def _rounded(value: Any) -> Any:
+    """Numbers rounded all the way down (dicts keep their keys' order)."""
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_rounded(v) for v in value]
+    return _round(value)
+
+
+INTEGER_FIELDS = (
+    "samples",
+    "max_samples",
+    "weakest_turn",
+    "flagged_pairs",
+    "unjudged_pairs",
+    "best_dialogue_id",
+    "worst_dialogue_id",
+)
+
+
 def export_evidence(stored: Mapping[str, Any]) -> dict[str, Any]:
-    """The gate's evidence as the file holds it: every field that has a value, numbers rounded."""
+    """The gate's evidence as the file holds it: every field that has a value, numbers rounded;
+    one pair and one batch a line."""
     data = GateEvidence.from_stored(stored).model_dump(mode="json", exclude_none=True, exclude_defaults=True)
     out: dict[str, Any] = {}
     for key, value in data.items():
-        if key == "pairs":
-            value = [_FlowMap({k: _round(v) for k, v in pair.items()}) for pair in value]
+        if key in ("pairs", "batches"):
+            value = [_FlowMap(_rounded(item)) for item in value]
+        elif isinstance(value, dict):
+            value = _sorted(_rounded(value))
         elif isinstance(value, list):
             value = [_round(v) for v in value]
-        elif key not in ("samples", "weakest_turn"):
+        elif key not in INTEGER_FIELDS:
             value = _round(value)
         out[key] = value
     return out

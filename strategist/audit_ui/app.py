@@ -19,7 +19,7 @@ from fastapi.responses import HTMLResponse, PlainTextResponse, RedirectResponse,
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..audit.evidence import gain_text, gate_line, pair_views, provenance_line
+from ..audit.evidence import gain_text, gate_line, pair_views, pairwise_text, provenance_line, source_line
 from ..audit.lifecycle import STATUSES, ConflictError, ReviewRequest, TransitionError, clean_text
 from ..audit.policy import policy_flag
 from ..core.evidence import GateEvidence
@@ -185,6 +185,8 @@ def create_app(store: Store, *, token: str, reviewer: str, max_body_bytes: int =
             row=row,
             provenance=provenance_line(row.provenance, title),
             gate=gate_line(evidence),
+            source=source_line(evidence),
+            pairwise_text=pairwise_text,
             evidence=evidence,
             pairs=evidence.pairs,
             views=pair_views(store, evidence, limit=3),

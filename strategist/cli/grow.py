@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import enum
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,12 @@ from .common import (
 from .views import print_summary, progress, say
 
 
+class GateSignalChoice(enum.StrEnum):
+    score = "score"
+    pairwise = "pairwise"
+    both = "both"
+
+
 def grow(
     db: DbOption = None,
     domain: DomainOption = None,
@@ -30,19 +37,55 @@ def grow(
         typer.Option(min=0, help="Of those, new ones the teacher writes (default: half, rounded up)."),
     ] = None,
     samples: Annotated[
-        int, typer.Option(min=1, help="Customer seeds per scenario, same on both sides of the gate.")
+        int,
+        typer.Option(
+            min=1, help="Customer seeds per scenario, same on both sides of the gate (its first batch)."
+        ),
     ] = 3,
+    max_samples: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="The gate adds batches of --samples fresh seeds while its decision is open, up to "
+            "this many seeds per scenario (default: 4 batches).",
+        ),
+    ] = None,
+    gate_signal: Annotated[
+        GateSignalChoice,
+        typer.Option(
+            help="What the gate decides on: score (the judge's score of each dialogue), pairwise (the "
+            "judge compares each pair side by side, in both orders) or both (each must clear).",
+        ),
+    ] = GateSignalChoice.score,
+    min_gain: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Reject once the upper bound is below --threshold plus this (it cannot help enough).",
+        ),
+    ] = 0.03,
     variants: Annotated[
         int, typer.Option(min=0, help="Same-intent scenarios each candidate is also tried on.")
     ] = 1,
     regression: Annotated[
         int, typer.Option(min=0, help="Other-intent scenarios it must not make worse.")
     ] = 1,
-    threshold: Annotated[float, typer.Option(help="Accept when the CI's lower bound is above this.")] = 0.0,
+    threshold: Annotated[
+        float, typer.Option(help="Accept when the lower confidence bound is above this.")
+    ] = 0.0,
     weak: Annotated[float, typer.Option(min=0.0, max=1.0, help="Coach scenarios scoring below this.")] = 0.8,
     max_strategies: Annotated[
         int, typer.Option(min=1, max=3, help="Strategies proposed per weak scenario.")
     ] = 2,
+    contrast_spread: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Coach a weak scenario from its best and worst run when their scores differ by at "
+            "least this much.",
+        ),
+    ] = 0.05,
     max_turns: MaxTurnsOption = None,
     max_tool_steps: MaxToolStepsOption = None,
     limit: LimitOption = None,
@@ -117,12 +160,21 @@ def grow(
             cache=not no_cache,
             weak_threshold=weak,
             max_strategies=max_strategies,
+            contrast_spread=contrast_spread,
             concurrency=concurrency,
             per_model_concurrency=per_model_concurrency,
             max_turns=max_turns,
             max_tool_steps=max_tool_steps,
             limit=limit,
-            gate=GateConfig(samples=samples, variants=variants, regression=regression, threshold=threshold),
+            gate=GateConfig(
+                samples=samples,
+                variants=variants,
+                regression=regression,
+                threshold=threshold,
+                max_samples=max_samples,
+                signal=gate_signal.value,
+                min_gain=min_gain,
+            ),
             budget=Budget(max_calls=max_calls, max_tokens=max_tokens, max_cost_usd=max_cost),
         )
     roles = resolve_roles(flags, load_settings())

@@ -58,11 +58,21 @@ def runs_show(run_id: int, db: DbOption = None, json_out: JsonOption = False) ->
         say(f"stopped: {r.stop_reason}")
     say("models: " + ", ".join(f"{k}={v}" for k, v in r.config.get("models", {}).items()))
     if candidates:
+        from ..core.evidence import GateEvidence
+
         table(
             f"{len(candidates)} proposed strategies",
-            ["id", "round", "outcome", "strategy", "trigger", "gate"],
+            ["id", "round", "outcome", "strategy", "source", "trigger", "gate"],
             [
-                (c.id, c.round, c.outcome, c.strategy_id, short(c.trigger), short(c.reason, 70))
+                (
+                    c.id,
+                    c.round,
+                    c.outcome,
+                    c.strategy_id,
+                    GateEvidence.from_stored(c.evidence).source or "-",
+                    short(c.trigger),
+                    short(c.reason, 70),
+                )
                 for c in candidates
             ],
         )

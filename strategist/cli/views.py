@@ -72,7 +72,7 @@ def _labelled(label: str, value: str) -> Text:
 
 def print_strategy(store: Store, row: StrategyRow, *, dialogues: int = 1, pairs_table: bool = True) -> None:
     """Text, status, policy verdict, provenance, gate evidence and before/after dialogues."""
-    from ..audit.evidence import gate_line, pair_views, provenance_line
+    from ..audit.evidence import gate_line, pair_views, pairwise_text, provenance_line, source_line
     from ..core.evidence import GateEvidence
     from ..errors import NotFoundError
 
@@ -97,29 +97,73 @@ def print_strategy(store: Store, row: StrategyRow, *, dialogues: int = 1, pairs_
             title = None
     say("provenance: " + provenance_line(p, title))
     e = GateEvidence.from_stored(row.evidence)
+    source = source_line(e)
+    if source:
+        say("source: " + source)
     gate = gate_line(e)
     if gate:
         say("gate: " + gate)
-        if e.regression_mean is not None:
+        if e.decision:
+            say("decision: " + e.decision)
+        if e.regression_by_intent:
+            per = ", ".join(f"{k} {v:+.3f}" for k, v in e.regression_by_intent.items())
+            say(f"regression set: mean change per intent {per}")
+        elif e.regression_mean is not None:
             say(f"regression set: mean change {e.regression_mean:+.3f}")
+    if e.batches and pairs_table:
+        print_batches(e)
     if e.pairs and pairs_table:
         table(
             "paired evidence",
-            ["scenario", "seed", "without (dialogue)", "with (dialogue)", "delta", "set"],
+            [
+                "scenario",
+                "seed",
+                "batch",
+                "without (dialogue)",
+                "with (dialogue)",
+                "delta",
+                "pairwise",
+                "set",
+            ],
             [
                 (
                     x.scenario_id,
                     x.seed,
+                    x.batch or "-",
                     f"{_score(x.without_score)} ({x.without_dialogue_id})",
                     f"{_score(x.with_score)} ({x.with_dialogue_id})",
-                    f"{x.delta:+.3f}",
-                    "regression" if x.regression else "target",
+                    f"{x.delta:+.3f}" + (" (partial)" if x.partial else ""),
+                    pairwise_text(x),
+                    ("regression" if x.regression else "target")
+                    + (f"; left out: {', '.join(x.faults)}" if x.faults else ""),
                 )
                 for x in e.pairs
             ],
         )
     for pv in pair_views(store, e, limit=dialogues) if dialogues > 0 else []:
         print_pair(pv)
+
+
+def print_batches(e: Any) -> None:
+    """The sequential gate, batch by batch: its bounds and what it concluded after each."""
+
+    def bounds(mean: float | None, low: float | None, high: float | None) -> str:
+        return "-" if mean is None else f"{mean:+.3f} [{_f(low, '{:+.3f}')}, {_f(high, '{:+.3f}')}]"
+
+    table(
+        "sequential gate",
+        ["batch", "pairs", "score gain [bounds]", "pairwise [bounds]", "then"],
+        [
+            (
+                b.batch,
+                b.pairs,
+                bounds(b.score_mean, b.score_low, b.score_high),
+                bounds(b.pairwise_mean, b.pairwise_low, b.pairwise_high),
+                b.verdict,
+            )
+            for b in e.batches
+        ],
+    )
 
 
 def _score(value: float | None) -> str:
@@ -167,6 +211,10 @@ def _cost(s: dict[str, Any]) -> str:
     return text + (f" + {unknown} calls of unknown price" if unknown else "")
 
 
+def _rate(part: int, whole: int) -> str:
+    return f"{part} of {whole}" + (f" ({part / whole:.0%})" if whole else "")
+
+
 def print_summary(s: dict[str, Any]) -> None:
     """A grow run's summary (GrowSummary.as_dict())."""
     mean = "n/a" if s["mean_score"] is None else f"{s['mean_score']:.3f}"
@@ -179,6 +227,10 @@ def print_summary(s: dict[str, Any]) -> None:
         ("accepted (pending review)", s["accepted"]),
         ("merged / rejected by gate", f"{s['merged']} / {s['rejected']}"),
         ("recorded failures", s["failures"]),
+        ("unjudgeable dialogues", _rate(s.get("unjudged", 0), s["dialogues"])),
+        ("judged on checks + rating only", s.get("partial_judgements", 0)),
+        ("simulator faults (left out of the gate)", s.get("flagged_dialogues", 0)),
+        ("gate pairs judged", s.get("gate_pairs", 0)),
         ("LLM calls (cache hits)", f"{s['llm_calls']} ({s.get('cache_hits', 0)})"),
         ("tokens", s["tokens"]),
         ("cost (USD)", _cost(s)),
@@ -269,6 +321,12 @@ def print_eval(r: dict[str, Any]) -> None:
         f"{r['llm_calls']} model calls ({r['cache_hits']} from cache), {r['failures']} failures, "
         f"{r['seconds']} s"
     )
+    if "unjudged" in r:
+        say(
+            f"judging: {_rate(r['unjudged'], r.get('dialogues_run', 0))} dialogues unjudgeable, "
+            f"{r.get('partial_judgements', 0)} judged on checks + rating only, "
+            f"{r.get('flagged_dialogues', 0)} left out for a simulator fault"
+        )
 
 
 # -- progress ------------------------------------------------------------------------------------

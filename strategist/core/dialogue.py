@@ -202,3 +202,14 @@ class Judgement(BaseModel):
     score: float  # 0..1, see scoring.overall_score
     critique: str = ""
     weakest_turn: int | None = None  # 1-based index among student turns
+    # The rubric answer failed after its re-asks: scored on the checks and the rating only.
+    partial: bool = False
+    # Where the simulated customer broke character (core.faults): such a dialogue is no evidence.
+    faults: list[str] = Field(default_factory=list)
+
+    def score_on(self, *, rubric: bool) -> float:
+        """The score from the checks, the rating and (if ``rubric``) the rubric: two judgements
+        are compared on the parts both have."""
+        from .scoring import overall_score
+
+        return overall_score(self.checks, self.rubric if rubric else [], self.rating)

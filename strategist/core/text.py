@@ -92,3 +92,18 @@ def short(text: str, n: int = 60) -> str:
     if " " in cut[n // 2 :]:
         cut = cut.rsplit(" ", 1)[0].rstrip(",;:")
     return cut + "…"
+
+
+def short_quote(text: str, n: int = 300) -> str:
+    """``text`` on one line cut to whole sentences of at most ``n`` characters in all (the first
+    sentence cut at a word if it alone is longer): a quote that reads as something said."""
+    text = " ".join(text.split())
+    if len(text) <= n:
+        return text
+    sentences = re.split(r"(?<=[.!?])\s+", text)
+    out = ""
+    for sentence in sentences:
+        if len(out) + len(sentence) + 1 > n:
+            break
+        out = f"{out} {sentence}".strip()
+    return out or short(text, n)

@@ -3,10 +3,10 @@
 - The low end: no scenario is weak, so nothing is coached or gated; the teacher writes its
   scenarios and every working scenario gets its ``samples`` judged dialogues.
 - The high end: every scenario is weak, the teacher proposes ``max_strategies`` strategies for
-  each, none is merged, and every one goes through the gate. A gate scenario's no-strategy
-  dialogues are shared by every candidate tried on it, so they are counted once per scenario and
-  sample, not once per candidate. With tools, every agent turn takes all its tool steps (the low
-  end: none).
+  each, none is merged, and every one goes through the gate to its cap (--max-samples). A gate
+  scenario's no-strategy dialogues are shared by every candidate tried on it, so they are counted
+  once per scenario and sample, not once per candidate. With tools, every agent turn takes all its
+  tool steps (the low end: none).
 
 Both ends count every dialogue at its full length (a customer who says the stop marker early
 ends it with fewer calls) and every structured output as valid at the first attempt (each
@@ -114,11 +114,14 @@ def estimate(
     if train_total is not None:
         gate_set = min(gate_set, train_total)
     candidates = worked * config.max_strategies
-    with_strategy = candidates * gate_set * n
+    cap = config.gate.cap  # the sequential gate takes batches of fresh seeds up to its cap
+    with_strategy = candidates * gate_set * cap
     gate_scenarios = worked * gate_set  # one set per coached scenario, shared by its candidates
     if train_total is not None:
         gate_scenarios = min(gate_scenarios, train_total)
-    without_strategy = gate_scenarios * n
+    without_strategy = gate_scenarios * cap
+    # The pairwise judge: one call per order, per target pair (the source and its variants).
+    pairwise = 2 * candidates * (1 + config.gate.variants) * cap if config.gate.signal != "score" else 0
 
     tool_steps = 0
     if domain.tools is not None:
@@ -136,6 +139,7 @@ def estimate(
         "teacher": writes + 2 * worked,  # a reference reply and a proposal per coached scenario
         **dialogue_calls(selection + with_strategy + without_strategy, max(limits), tool_steps),
     }
+    high["judge"] += pairwise
     prompt = estimate_tokens(domain.policy) + CONVERSATION_TOKENS
 
     def tokens(calls: dict[str, int]) -> dict[str, int]:

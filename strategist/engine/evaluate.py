@@ -68,6 +68,12 @@ class EvalResult:
     llm_calls: int
     cache_hits: int
     seconds: float
+    # How well the dialogues could be judged (see Store.judging_counts); flagged dialogues (the
+    # simulated customer broke character) are left out of every comparison above.
+    dialogues_run: int = 0
+    unjudged: int = 0
+    partial_judgements: int = 0
+    flagged_dialogues: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,7 +146,7 @@ class Evaluator(Runner):
         )
         self.reporter.advance()
         j = (await self._judge_dialogue(scenario, d, seed=seed, round_no=None)).judgement
-        if j is None:
+        if j is None or j.faults:
             return None
         actions = [c for c in j.checks if c.is_action]
         return Outcome(
@@ -212,6 +218,7 @@ class Evaluator(Runner):
         )
         self.ledger.flush()  # every call row is written here: the totals below read them
         totals = self.store.call_totals(self.run_id)
+        judging = self.store.judging_counts(self.run_id)
         return EvalResult(
             run_id=self.run_id,
             domain=self.domain.id,
@@ -230,4 +237,8 @@ class Evaluator(Runner):
             llm_calls=totals["calls"],
             cache_hits=totals["cache_hits"],
             seconds=round(seconds, 1),
+            dialogues_run=judging["dialogues"],
+            unjudged=judging["unjudged"],
+            partial_judgements=judging["partial"],
+            flagged_dialogues=judging["flagged"],
         )

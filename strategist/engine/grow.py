@@ -13,17 +13,18 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Literal, TypeVar
 
 from ..core.cells import CellStats, pick_cells
 from ..core.dialogue import Dialogue, StrategyText
 from ..core.domain import Difficulty, Domain, Scenario
-from ..core.evidence import GateEvidence, GatePair
-from ..core.gate import GateConfig, decide
+from ..core.evidence import GateBatch, GateEvidence, GatePair, PairwiseVote, pair_preference
+from ..core.gate import MIN_SD, GateConfig, decide_look
 from ..core.runs import RunStatus
 from ..core.seeds import derive_seed
-from ..core.text import jaccard, most_similar
+from ..core.stats import sequential_look
+from ..core.text import jaccard, most_similar, short_quote
 from ..errors import BudgetExceeded, ModelError, one_line
 from ..models.base import ChatModel
 from ..roles import Teacher
@@ -56,6 +57,9 @@ class GrowConfig:
     max_turns: int | None = None  # cap on agent turns per dialogue, over the scenario's own limit
     max_tool_steps: int | None = None  # tool steps per agent turn (default: the domain's tools.max_steps)
     limit: int | None = None  # only the first N training scenarios (by id) are worked on
+    # A weak scenario whose samples' scores spread at least this much is coached from the contrast
+    # of its best and worst run (the best one shows what the student can already do).
+    contrast_spread: float = 0.05
     gate: GateConfig = field(default_factory=GateConfig)
     budget: Budget = field(default_factory=Budget)
 
@@ -100,6 +104,16 @@ class GrowSummary:
     unpriced_calls: int
     seconds: float
     accepted_ids: list[int] = field(default_factory=list)
+    # How well the dialogues could be judged (see Store.judging_counts).
+    unjudged: int = 0
+    partial_judgements: int = 0
+    flagged_dialogues: int = 0
+    gate_pairs: int = 0  # judged pairs the gate used, over every candidate
+
+    @property
+    def unjudged_rate(self) -> float | None:
+        judged_or_not = self.dialogues
+        return self.unjudged / judged_or_not if judged_or_not else None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,6 +153,10 @@ class Grower(Runner):
             tools=tools,
         )
         self.config = config
+        # Each candidate's share of the run's error budget: at most this many can be gated.
+        self.gate_config = replace(
+            config.gate, family=config.gate.family or config.rounds * config.scenarios * config.max_strategies
+        )
         self.teacher = Teacher(self.ledger.wrap(models.teacher, "teacher"), domain)
         self.rng = random.Random(config.seed)
         # Judged dialogues of this run, by (condition key, scenario id, sample); the no-strategy
@@ -343,60 +361,38 @@ class Grower(Runner):
         stored = self.store.candidates_for(self.run_id, round_no, scenario.id)
         if stored:  # resuming: this scenario was coached before the interruption
             return [c for c in stored if c.outcome == "proposed"]
-        worst = min(judged, key=lambda x: (x.judgement.score if x.judgement else 1.0, x.dialogue.sample))
+
+        def score(x: Scored) -> float:
+            return x.judgement.score if x.judgement else 1.0
+
+        ranked = sorted(judged, key=lambda x: (score(x), x.dialogue.sample))
+        worst, best = ranked[0], ranked[-1]
         d, j = worst.dialogue, worst.judgement
         assert j is not None
         n_student = len(d.student_turns)
         if n_student == 0:
             return []
         k = min(max(j.weakest_turn or n_student, 1), n_student)
-        prefix = d.prefix_before_student_turn(k)
-        steps = d.agent_turn(k)
-        # With tools, the agent's turn is its calls and their results as well as its words.
-        student_reply = (
-            Dialogue(seed=0, turns=steps).transcript() if len(steps) > 1 else d.student_turns[k - 1].content
-        )
         seed = derive_seed(self.config.seed, "coach", scenario.id, round_no)
-        try:
-            reference = await self.teacher.reference_reply(prefix, seed=seed, tools=self.tool_params)
-            proposals = await self.teacher.propose(
-                scenario,
-                prefix,
-                student_reply,
-                reference,
-                j.critique,
-                max_strategies=self.config.max_strategies,
-                seed=seed,
-            )
-        except ModelError as exc:
-            self._failure(f"coaching on scenario {scenario.id}", exc, round_no=round_no, dialogue_id=d.id)
-            return []
+        rows: list[CandidateRow] = []
+        room = self.config.max_strategies
+        if (
+            len(ranked) > 1
+            and score(best) - score(worst) >= self.config.contrast_spread
+            and best.dialogue.student_turns
+        ):
+            rows += await self._contrast(round_no, scenario, best, worst, k, seed)
+            room -= len(rows)
+        if room > 0:
+            rows += await self._weakest_turn(round_no, scenario, worst, k, seed, room)
 
         existing = [
             (s.id or 0, f"{s.trigger} {s.guidance}")
             for s in self.store.list_strategies(self.domain.id, ["pending", "approved"])
         ]
         taken: list[str] = []
-        rows: list[CandidateRow] = []
-        for p in proposals:
-            text = f"{p.trigger} {p.guidance}"
-            row = CandidateRow(
-                run_id=self.run_id,
-                round=round_no,
-                domain_id=self.domain.id,
-                scenario_id=scenario.id,
-                source_dialogue_id=d.id,
-                trigger=p.trigger,
-                guidance=p.guidance,
-                example=p.example,
-                teacher_model=self.teacher.model.name,
-                evidence=GateEvidence(
-                    reference_reply=reference,
-                    student_reply=student_reply,
-                    weakest_turn=k,
-                    critique=j.critique,
-                ).stored(),
-            )
+        for row in rows:
+            text = f"{row.trigger} {row.guidance}"
             sid, sim = most_similar(text, existing)
             if sim >= self.config.merge_threshold:
                 row.outcome, row.strategy_id = "merged", sid
@@ -405,12 +401,115 @@ class Grower(Runner):
                 row.outcome, row.reason = "merged", "similar to another proposal for the same scenario"
             else:
                 taken.append(text)
-            rows.append(row)
+        if not rows:
+            return []
         # All of a scenario's proposals are stored together, so a resumed run sees all or none;
         # after the teacher's calls that made them.
         self.ledger.flush()
         stored = self.store.add_candidates(rows)
         return [c for c in stored if c.outcome == "proposed"]
+
+    def _candidate(
+        self,
+        round_no: int,
+        scenario: Scenario,
+        source_dialogue: int | None,
+        trigger: str,
+        guidance: str,
+        example: str,
+        evidence: GateEvidence,
+    ) -> CandidateRow:
+        assert scenario.id is not None
+        return CandidateRow(
+            run_id=self.run_id,
+            round=round_no,
+            domain_id=self.domain.id,
+            scenario_id=scenario.id,
+            source_dialogue_id=source_dialogue,
+            trigger=trigger,
+            guidance=guidance,
+            example=example,
+            teacher_model=self.teacher.model.name,
+            evidence=evidence.stored(),
+        )
+
+    async def _contrast(
+        self, round_no: int, scenario: Scenario, best: Scored, worst: Scored, k: int, seed: int
+    ) -> list[CandidateRow]:
+        """Candidates from the student's own best run against its worst: the teacher says what the
+        best run did that the worst did not; the example quotes the best run's reply."""
+        bj, wj = best.judgement, worst.judgement
+        assert bj is not None and wj is not None
+        replies = best.dialogue.student_turns
+        quote = short_quote(replies[min(k, len(replies)) - 1].content)
+        evidence = GateEvidence(
+            source="best_vs_worst",
+            best_dialogue_id=best.dialogue.id,
+            worst_dialogue_id=worst.dialogue.id,
+            student_reply=short_quote(worst.dialogue.student_turns[k - 1].content, 600),
+            reference_reply=quote,
+            weakest_turn=k,
+            critique=wj.critique,
+        )
+        try:
+            proposals = await self.teacher.contrast(
+                scenario,
+                best.dialogue,
+                worst.dialogue,
+                best_score=bj.score,
+                worst_score=wj.score,
+                best_critique=bj.critique,
+                worst_critique=wj.critique,
+                max_strategies=self.config.max_strategies,
+                seed=seed,
+            )
+        except ModelError as exc:
+            self._failure(f"coaching on scenario {scenario.id} from its best run", exc, round_no=round_no)
+            # The best run itself is still advice the student can follow: it wrote it.
+            intent = self.domain.intent(scenario.intent).description.strip().rstrip(".")
+            trigger = f"When a customer {intent[:1].lower()}{intent[1:]}"
+            guidance = (
+                "Answer as in the example: in this situation it served the customer better than other "
+                "replies did."
+            )
+            ev = evidence.model_copy(update={"source": "best_run"})
+            return [self._candidate(round_no, scenario, best.dialogue.id, trigger, guidance, quote, ev)]
+        return [
+            self._candidate(round_no, scenario, best.dialogue.id, p.trigger, p.guidance, quote, evidence)
+            for p in proposals
+        ]
+
+    async def _weakest_turn(
+        self, round_no: int, scenario: Scenario, worst: Scored, k: int, seed: int, room: int
+    ) -> list[CandidateRow]:
+        """Candidates from the teacher's own reply at the student's weakest turn."""
+        d, j = worst.dialogue, worst.judgement
+        assert j is not None
+        prefix = d.prefix_before_student_turn(k)
+        steps = d.agent_turn(k)
+        # With tools, the agent's turn is its calls and their results as well as its words.
+        student_reply = (
+            Dialogue(seed=0, turns=steps).transcript() if len(steps) > 1 else d.student_turns[k - 1].content
+        )
+        try:
+            reference = await self.teacher.reference_reply(prefix, seed=seed, tools=self.tool_params)
+            proposals = await self.teacher.propose(
+                scenario, prefix, student_reply, reference, j.critique, max_strategies=room, seed=seed
+            )
+        except ModelError as exc:
+            self._failure(f"coaching on scenario {scenario.id}", exc, round_no=round_no, dialogue_id=d.id)
+            return []
+        evidence = GateEvidence(
+            source="weakest_turn",
+            reference_reply=reference,
+            student_reply=student_reply,
+            weakest_turn=k,
+            critique=j.critique,
+        )
+        return [
+            self._candidate(round_no, scenario, d.id, p.trigger, p.guidance, p.example, evidence)
+            for p in proposals[:room]
+        ]
 
     # -- step 3: the gate ------------------------------------------------------------------
     def _gate_scenarios(self, source: Scenario) -> tuple[list[Scenario], list[Scenario]]:
@@ -424,61 +523,151 @@ class Grower(Runner):
         return [source, *same[: cfg.variants]], other[: cfg.regression]
 
     async def _gate(self, round_no: int, source: Scenario, cand: CandidateRow) -> None:
-        cfg = self.config.gate
+        """The sequential gate: batches of fresh seeds, each run with and without the candidate,
+        until the evidence decides (or the cap is reached)."""
+        cfg = self.gate_config
         assert cand.id is not None
         strategy = StrategyText(
             id=cand.id, kind="candidate", trigger=cand.trigger, guidance=cand.guidance, example=cand.example
         )
         targets, regression = self._gate_scenarios(source)
-        # Fresh samples: the ones that made the scenario look weak would bias the comparison
-        # (a low draw picked it; a re-draw regresses to the mean and flatters any candidate).
-        indices = range(cfg.samples, 2 * cfg.samples)
-        jobs = [(s, k, s in regression) for s in [*targets, *regression] for k in indices]
-        self.reporter.stage(f"round {round_no}: gate for candidate {cand.id}", len(jobs))
+        pairwise = "pairwise" in cfg.signals()
 
-        async def pair(s: Scenario, k: int) -> tuple[Scored, Scored]:
+        async def pair(s: Scenario, k: int, is_reg: bool) -> tuple[Scored, Scored, list[PairwiseVote]]:
             without = await self._baseline(round_no, s, k)
             with_ = await self._dialogue(round_no, s, k, [strategy], candidate_id=cand.id)
-            return without, with_
+            votes: list[PairwiseVote] = []
+            wj, jj = without.judgement, with_.judgement
+            if pairwise and not is_reg and wj and jj and not (wj.faults or jj.faults):
+                try:
+                    votes = await self.judge.compare(
+                        s, without.dialogue, with_.dialogue, seed=with_.dialogue.seed
+                    )
+                except ModelError as exc:
+                    self._failure(
+                        f"comparing dialogues {without.dialogue.id} and {with_.dialogue.id}",
+                        exc,
+                        kind="judge_failure",
+                        round_no=round_no,
+                    )
+            return without, with_, votes
 
-        results = await self._all([self._counted(pair(s, k)) for s, k, _ in jobs])
         pairs: list[GatePair] = []
-        for (s, k, is_reg), (without, with_) in zip(jobs, results, strict=True):
-            if without.judgement is None or with_.judgement is None:
-                continue
-            pairs.append(
-                GatePair(
-                    scenario_id=s.id,
-                    sample=k,
-                    seed=with_.dialogue.seed,
-                    regression=is_reg,
-                    without_dialogue_id=without.dialogue.id,
-                    with_dialogue_id=with_.dialogue.id,
-                    without_score=without.judgement.score,
-                    with_score=with_.judgement.score,
-                    delta=with_.judgement.score - without.judgement.score,
+        batches: list[GateBatch] = []
+        unjudged = 0
+        previous = 0.0
+        most = cfg.cap * len(targets)  # the most target pairs the gate may gather
+        decision = None
+        for b in range(cfg.batches):
+            # Fresh samples: the ones that made the scenario look weak would bias the comparison
+            # (a low draw picked it; a re-draw regresses to the mean and flatters any candidate).
+            start = cfg.samples * (b + 1)
+            indices = range(start, min(start + cfg.samples, cfg.samples + cfg.cap))
+            jobs = [(s, k, s in regression) for s in [*targets, *regression] for k in indices]
+            self.reporter.stage(f"round {round_no}: gate for candidate {cand.id}, batch {b + 1}", len(jobs))
+            results = await self._all([self._counted(pair(s, k, r)) for s, k, r in jobs])
+            for (s, k, is_reg), (without, with_, votes) in zip(jobs, results, strict=True):
+                wj, jj = without.judgement, with_.judgement
+                if wj is None or jj is None:
+                    unjudged += 1
+                    continue
+                partial = wj.partial or jj.partial
+                ws, js = (
+                    (wj.score_on(rubric=False), jj.score_on(rubric=False))
+                    if partial
+                    else (wj.score, jj.score)
+                )
+                pairs.append(
+                    GatePair(
+                        scenario_id=s.id,
+                        sample=k,
+                        seed=with_.dialogue.seed,
+                        regression=is_reg,
+                        without_dialogue_id=without.dialogue.id,
+                        with_dialogue_id=with_.dialogue.id,
+                        without_score=ws,
+                        with_score=js,
+                        delta=js - ws,
+                        intent=s.intent,
+                        batch=b + 1,
+                        partial=partial,
+                        pairwise=votes,
+                        preference=pair_preference(votes),
+                        faults=sorted(set(wj.faults) | set(jj.faults)),
+                    )
+                )
+            counted = [p for p in pairs if p.counted and not p.regression]
+            values = {"score": [p.delta for p in counted]}
+            if pairwise:
+                values["pairwise"] = [p.preference for p in counted if p.preference is not None]
+            reg: dict[str, list[float]] = {}
+            for p in pairs:
+                if p.regression and p.counted:
+                    reg.setdefault(p.intent or "?", []).append(p.delta)
+            final = b == cfg.batches - 1
+            fraction = min(1.0, len(counted) / most) if most else 1.0
+            decision = decide_look(
+                values, reg, cfg, fraction=fraction, previous_fraction=previous, final=final
+            )
+            score_look, pair_look = decision.looks.get("score"), decision.looks.get("pairwise")
+            if score_look is None and len(values["score"]) >= 2:
+                score_look = sequential_look(
+                    values["score"],
+                    alpha=cfg.alpha,
+                    fraction=1.0 if final else fraction,
+                    previous_fraction=previous,
+                    min_sd=MIN_SD["score"],
+                )
+            batches.append(
+                GateBatch(
+                    batch=b + 1,
+                    pairs=len(counted),
+                    verdict=decision.verdict,
+                    score_mean=score_look.mean if score_look else None,
+                    score_low=score_look.low if score_look else None,
+                    score_high=score_look.high if score_look else None,
+                    pairwise_mean=pair_look.mean if pair_look else None,
+                    pairwise_low=pair_look.low if pair_look else None,
+                    pairwise_high=pair_look.high if pair_look else None,
+                    level=next((x.level for x in (score_look, pair_look) if x is not None), None),
                 )
             )
-        deltas = [p.delta for p in pairs if not p.regression]
-        reg_deltas = [p.delta for p in pairs if p.regression]
-        decision = decide(deltas, reg_deltas, cfg, seed=derive_seed(self.config.seed, "bootstrap", cand.id))
-        p = decision.paired
+            previous = fraction
+            if decision.verdict != "continue":
+                break
+        assert decision is not None
+        last = batches[-1]
+        counted = [p for p in pairs if p.counted and not p.regression]
+        reg_deltas = [p.delta for p in pairs if p.regression and p.counted]
         evidence = GateEvidence.from_stored(cand.evidence).model_copy(
             update={
+                "signal": cfg.signal,
                 "samples": cfg.samples,
+                "max_samples": cfg.cap,
+                "alpha": cfg.alpha,
+                "min_gain": cfg.min_gain,
                 "threshold": cfg.threshold,
                 "confidence": cfg.confidence,
-                "deltas": list(p.deltas) if p else [],
-                "mean_delta": p.mean if p else None,
-                "ci_low": p.ci_low if p else None,
-                "ci_high": p.ci_high if p else None,
+                "deltas": [p.delta for p in counted],
+                "mean_delta": last.score_mean
+                if last.score_mean is not None
+                else (sum(p.delta for p in counted) / len(counted) if counted else None),
+                "ci_low": last.score_low,
+                "ci_high": last.score_high,
+                "pairwise_mean": last.pairwise_mean,
+                "pairwise_low": last.pairwise_low,
+                "pairwise_high": last.pairwise_high,
                 "regression_deltas": reg_deltas,
-                "regression_mean": decision.regression_mean,
+                "regression_mean": sum(reg_deltas) / len(reg_deltas) if reg_deltas else None,
+                "regression_by_intent": decision.regression_by_intent,
+                "batches": batches,
                 "pairs": pairs,
+                "flagged_pairs": sum(1 for p in pairs if p.faults),
+                "unjudged_pairs": unjudged,
                 "decision": decision.reason,
             }
         )
-        if not decision.accepted:
+        if decision.verdict != "accept":
             self.store.update_candidate(
                 cand.id, outcome="rejected", reason=decision.reason, evidence=evidence
             )
@@ -496,6 +685,7 @@ class Grower(Runner):
                 "teacher_model": cand.teacher_model,
                 "student_model": self.student.model.name,
                 "judge_model": self.judge.model.name,
+                "source": evidence.source,
             },
             evidence=evidence,
             reason=decision.reason,
@@ -508,6 +698,7 @@ class Grower(Runner):
         st = self.store
         cands = st.list_candidates(self.run_id)
         counts = st.run_counts(self.run_id)
+        judging = st.judging_counts(self.run_id)
         totals = st.call_totals(self.run_id)
         return GrowSummary(
             run_id=self.run_id,
@@ -532,6 +723,10 @@ class Grower(Runner):
             accepted_ids=[
                 c.strategy_id for c in cands if c.outcome == "accepted" and c.strategy_id is not None
             ],
+            unjudged=judging["unjudged"],
+            partial_judgements=judging["partial"],
+            flagged_dialogues=judging["flagged"],
+            gate_pairs=sum(len(GateEvidence.from_stored(c.evidence).pairs) for c in cands),
         )
 
 

@@ -45,6 +45,17 @@ class Proposals(BaseModel):
     strategies: list[Proposal] = Field(min_length=1, max_length=3)
 
 
+class ContrastProposal(Content):
+    """A strategy written from a best-vs-worst contrast; its example is the best run itself."""
+
+    trigger: str = Field(min_length=10, max_length=300, description="when the strategy applies")
+    guidance: str = Field(min_length=10, max_length=600, description="what to do or avoid")
+
+
+class ContrastProposals(BaseModel):
+    strategies: list[ContrastProposal] = Field(min_length=1, max_length=3)
+
+
 @dataclass
 class Teacher:
     """Writes scenarios, plays the reference agent, and coaches."""
@@ -130,6 +141,42 @@ class Teacher:
             [{"role": "user", "content": prompt}],
             Proposals,
             sampling=replace(self.coach_sampling, seed=seed),
+            attempts=self.attempts,
+        )
+        return out.strategies[:max_strategies]
+
+    async def contrast(
+        self,
+        scenario: Scenario,
+        best: Dialogue,
+        worst: Dialogue,
+        *,
+        best_score: float,
+        worst_score: float,
+        best_critique: str,
+        worst_critique: str,
+        max_strategies: int = 3,
+        seed: int | None = None,
+    ) -> list[ContrastProposal]:
+        """Strategies from the student's own best and worst run of one scenario: what it did when
+        it did well, written as advice for every time. Needs no reference reply from the teacher."""
+        prompt = render(
+            "teacher_contrast.j2",
+            domain=self.domain,
+            scenario=scenario,
+            best=best.transcript(),
+            worst=worst.transcript(),
+            best_score=best_score,
+            worst_score=worst_score,
+            best_critique=best_critique or "(none)",
+            worst_critique=worst_critique or "(none)",
+            max_strategies=max_strategies,
+        )
+        out, _ = await complete_structured(
+            self.model,
+            [{"role": "user", "content": prompt}],
+            ContrastProposals,
+            sampling=replace(self.coach_sampling, seed=seed, max_tokens=400),
             attempts=self.attempts,
         )
         return out.strategies[:max_strategies]

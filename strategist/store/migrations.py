@@ -289,6 +289,14 @@ def m006_domain_source(conn: Connection) -> None:
     conn.execute(sa.text("ALTER TABLE domains ADD COLUMN source_digest VARCHAR(64)"))
 
 
+@migration
+def m009_judgement_parts(conn: Connection) -> None:
+    """A judgement scored without its rubric answer (the judge's structured answer failed: it fell
+    back to the checks and the rating), and the simulated customer's faults found in its dialogue."""
+    conn.execute(sa.text("ALTER TABLE judgements ADD COLUMN partial BOOLEAN NOT NULL DEFAULT 0"))
+    conn.execute(sa.text("ALTER TABLE judgements ADD COLUMN faults JSON NOT NULL DEFAULT '[]'"))
+
+
 _applied_table = sa.Table(
     "schema_migrations",
     sa.MetaData(),

@@ -360,6 +360,8 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             rubric=[r.model_dump() for r in j.rubric],
             critique=j.critique,
             weakest_turn=j.weakest_turn,
+            partial=j.partial,
+            faults=list(j.faults),
         )
         return j.model_copy(update={"id": new_id})
 
@@ -630,6 +632,26 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             "scenarios_used": int(used),
             "scenarios_generated": int(generated),
             "mean_baseline_score": float(mean) if mean is not None else None,
+        }
+
+    def judging_counts(self, run_id: int) -> dict[str, int]:
+        """How well a run's dialogues could be judged: ``dialogues`` (those that ended without a
+        model error), ``unjudged`` (no judgement: the judge's answer failed), ``partial`` (judged on
+        the checks and the rating only) and ``flagged`` (the simulated customer broke character)."""
+        with self.session() as s:
+            rows = list(
+                s.exec(
+                    select(DialogueRow.error, JudgementRow.partial, JudgementRow.faults)
+                    .join(JudgementRow, col(JudgementRow.dialogue_id) == DialogueRow.id, isouter=True)
+                    .where(DialogueRow.run_id == run_id)
+                )
+            )
+        ok = [r for r in rows if r[0] is None]
+        return {
+            "dialogues": len(ok),
+            "unjudged": sum(1 for _, partial, _f in ok if partial is None),
+            "partial": sum(1 for _, partial, _f in ok if partial),
+            "flagged": sum(1 for _, _p, faults in ok if faults),
         }
 
     # -- a run's progress (for resume) -------------------------------------------------------

@@ -116,6 +116,9 @@ class JudgementRow(SQLModel, table=True):
     critique: str = ""
     weakest_turn: int | None = None
     created_at: datetime = _time()
+    # Migration m009: scored without the rubric answer; the simulated customer's faults.
+    partial: bool = False
+    faults: list[Any] = _json_list()
 
 
 class CandidateRow(SQLModel, table=True):
