@@ -173,6 +173,7 @@ def print_summary(s: dict[str, Any]) -> None:
     rows = [
         ("rounds completed", s["rounds_completed"]),
         ("scenarios generated / used", f"{s['scenarios_generated']} / {s['scenarios_used']}"),
+        *([("scenarios harvested", s["scenarios_harvested"])] if s.get("scenarios_harvested") else []),
         ("dialogues", s["dialogues"]),
         ("mean score (no strategies)", mean),
         ("candidates proposed", s["candidates"]),

@@ -56,6 +56,8 @@ class GrowConfig:
     max_turns: int | None = None  # cap on agent turns per dialogue, over the scenario's own limit
     max_tool_steps: int | None = None  # tool steps per agent turn (default: the domain's tools.max_steps)
     limit: int | None = None  # only the first N training scenarios (by id) are worked on
+    harvest: int = 0  # scenarios harvested per round from its weak dialogues (worked on next round)
+    harvest_below: float = 0.6  # dialogues scoring below this are harvested
     gate: GateConfig = field(default_factory=GateConfig)
     budget: Budget = field(default_factory=Budget)
 
@@ -100,6 +102,7 @@ class GrowSummary:
     unpriced_calls: int
     seconds: float
     accepted_ids: list[int] = field(default_factory=list)
+    scenarios_harvested: int = 0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,10 +260,60 @@ class Grower(Runner):
                     weak.append((mean, s, judged))
         weak.sort(key=lambda t: (t[0], t[1].id))
         self.reporter.log(f"{len(weak)} of {len(working)} scenarios below {self.config.weak_threshold:.2f}")
+        if self.config.harvest:
+            await self._harvest(round_no, working, results)
 
         for _mean, scenario, judged in weak:
             for cand in await self._coach(round_no, scenario, judged):
                 await self._gate(round_no, scenario, cand)
+
+    # -- harvesting (--harvest N) ------------------------------------------------------------
+    async def _harvest(self, round_no: int, working: list[Scenario], results: list[Scored]) -> None:
+        """Turn the round's weakest judged dialogues into scenarios (see engine/harvest.py); the
+        next rounds work on them first."""
+        from .harvest import HarvestConfig, Harvester
+
+        left = self.config.harvest - len(self.store.scenarios_of_run(self.run_id, round_no, "harvested"))
+        if left <= 0:  # resuming a round that harvested already
+            return
+        done = self.store.harvested_from("dialogue")
+        samples = self.config.gate.samples
+        weak = []
+        for i, s in enumerate(working):
+            judged = [x for x in results[i * samples : (i + 1) * samples] if x.judgement is not None]
+            judged = [x for x in judged if x.judgement and x.judgement.score < self.config.harvest_below]
+            judged = [x for x in judged if x.dialogue.id not in done and not x.dialogue.error]
+            if judged:
+                worst = min(
+                    judged, key=lambda x: (x.judgement.score if x.judgement else 1.0, x.dialogue.sample)
+                )
+                assert worst.judgement is not None
+                weak.append((worst.dialogue, worst.judgement, s))
+        weak.sort(key=lambda t: (t[1].score, t[0].id or 0))
+        if not weak:
+            return
+        self.reporter.stage(f"round {round_no}: harvesting scenarios", min(left, len(weak)))
+        config = HarvestConfig(
+            below=self.config.harvest_below,
+            max=left,
+            duplicate_threshold=self.config.duplicate_threshold,
+            seed=self.config.seed,
+        )
+        harvester = Harvester(
+            self.store,
+            self.domain,
+            self.teacher,
+            config,
+            run_id=self.run_id,
+            round_no=round_no,
+            ledger=self.ledger,
+            reporter=self.reporter,
+        )
+        result = await harvester.from_dialogues(weak)
+        self.reporter.log(
+            f"harvested {len(result.added)} scenarios from weak dialogues"
+            + (f" ({len(result.duplicates)} near-duplicates dropped)" if result.duplicates else "")
+        )
 
     # -- step 1: scenarios -----------------------------------------------------------------
     async def _generate(self, round_no: int) -> list[Scenario]:
@@ -331,9 +384,30 @@ class Grower(Runner):
         current = self.store.run_scenario_ids(self.run_id, selection, round_no=round_no)
         scores = self.store.scenario_scores(self.domain.id)
         new_ids = {s.id for s in new}
-        pool = [s for s in self._train() if s.id not in new_ids and s.id not in earlier]
+        # Scenarios this run harvested from its own weak dialogues come first (after a resumed
+        # round's own): they are where this student actually failed.
+        harvested = {
+            s.id
+            for r in range(1, round_no)
+            for s in self.store.scenarios_of_run(self.run_id, r, "harvested")
+            if s.split == "train"
+        }
+        train = self._train()
+        have = {s.id for s in train}
+        train += [
+            s
+            for s in self.store.list_scenarios(self.domain.id, split="train")
+            if s.id in harvested and s.id not in have
+        ]
+        pool = [s for s in train if s.id not in new_ids and s.id not in earlier]
         pool.sort(
-            key=lambda s: (s.id not in current, s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id)
+            key=lambda s: (
+                s.id not in current,
+                s.id not in harvested,
+                s.id in scores,
+                scores.get(s.id or 0, (0.0, 0))[0],
+                s.id,
+            )
         )
         return new + pool[:room]
 
@@ -515,6 +589,7 @@ class Grower(Runner):
             stop_reason=reason,
             rounds_completed=self.rounds_completed,
             scenarios_generated=counts["scenarios_generated"],
+            scenarios_harvested=counts["scenarios_harvested"],
             scenarios_used=counts["scenarios_used"],
             dialogues=counts["dialogues"],
             mean_score=counts["mean_baseline_score"],
