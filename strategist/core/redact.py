@@ -109,6 +109,11 @@ _NOT_NAMES = frozenset(
 )
 
 
+# The agent asking for a name, and an answer that is only a name ("Marge Simpson").
+_ASKS_NAME = re.compile(r"\b(?:your|the)\s+(?:full\s+)?name\b", re.IGNORECASE)
+_BARE_NAME = re.compile(rf"^{_FULL_NAME}[.!]?$")
+
+
 @dataclass
 class Redaction:
     """Text with personal data replaced, and how many of each kind were replaced."""
@@ -235,9 +240,13 @@ class Redactor:
         """OpenAI-style messages with every text redacted: contents (strings or text parts), tool
         call arguments and tool results. A name found in one message is removed from all."""
         names: set[str] = set()
+        asked = False  # the agent just asked for the customer's name
         for m in messages:
             for text in _texts(m):
                 names |= self.find_names(text)
+                if asked and m.get("role") == "user" and _BARE_NAME.match(text.strip()):
+                    names.add(text.strip().rstrip(".!"))
+            asked = m.get("role") == "assistant" and any(_ASKS_NAME.search(t) for t in _texts(m))
         total: Counter[str] = Counter()
         out: list[dict[str, Any]] = []
         for m in messages:

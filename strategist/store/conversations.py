@@ -77,18 +77,22 @@ class ConversationStoreMixin:
         stored: list[Scenario] = []
         with self.session() as s:
             for values, scenario in zip(rows, scenarios, strict=True):
-                scenario_id = None
-                if scenario is not None:
-                    srow = _scenario_row(scenario)
-                    s.add(srow)
-                    s.flush()
-                    scenario_id = srow.id
-                    stored.append(scenario.model_copy(update={"id": srow.id}))
-                row = ConversationRow(**values, scenario_id=scenario_id)
+                row = ConversationRow(**values)
                 s.add(row)
                 s.flush()
                 assert row.id is not None
                 ids.append(row.id)
+                if scenario is not None:
+                    # The scenario names the conversation it came from, and the conversation it.
+                    scenario = scenario.model_copy(
+                        update={"source": {**(scenario.source or {}), "id": row.id}}
+                    )
+                    srow = _scenario_row(scenario)
+                    s.add(srow)
+                    s.flush()
+                    row.scenario_id = srow.id
+                    s.add(row)
+                    stored.append(scenario.model_copy(update={"id": srow.id}))
             s.commit()
         return ids, stored
 
