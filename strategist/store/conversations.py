@@ -101,7 +101,8 @@ class ConversationStoreMixin:
         """Store a batch of captured exchanges in one transaction. An exchange that continues a
         stored conversation (its ``previous_hash`` is that conversation's latest digest, or the
         client named the conversation) replaces that conversation's messages with the longer
-        ones; any other is a new conversation. Returns the conversation id of each exchange."""
+        ones (each exchange holds the whole conversation, redacted as a whole); any other is a new
+        conversation. Returns the conversation id of each exchange."""
         out: list[int] = []
         now = utcnow()
         with self.engine.begin() as conn:
@@ -114,12 +115,16 @@ class ConversationStoreMixin:
                     "updated_at": now,
                 }
                 if found is not None:
-                    cid, meta, counts = found
-                    merged = {k: int(counts.get(k, 0)) + int(v) for k, v in x.redactions.items()}
+                    cid, meta, earlier = found
+                    # Earlier answers keep the strategies recorded when they were given.
+                    kept = [
+                        list(e) if e else list(n) for e, n in zip(earlier, x.strategies[:-1], strict=False)
+                    ]
+                    values["strategies"] = [*kept, *x.strategies[len(kept) :]]
                     conn.execute(
                         sa.update(_conversations)
                         .where(_conversations.c.id == cid)
-                        .values(**values, meta={**meta, **x.meta}, redactions={**counts, **merged})
+                        .values(**values, meta={**meta, **x.meta}, redactions=dict(x.redactions))
                     )
                     out.append(cid)
                     continue
@@ -153,7 +158,7 @@ class ConversationStoreMixin:
         else:
             return None
         row = conn.execute(q.order_by(c.id.desc()).limit(1)).first()
-        return None if row is None else (int(row[0]), dict(row[1] or {}), dict(row[2] or {}))
+        return None if row is None else (int(row[0]), dict(row[1] or {}), list(row[2] or []))
 
     # -- reading -----------------------------------------------------------------------------
     def get_conversation(self, conversation_id: int) -> ConversationRow:
