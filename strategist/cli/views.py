@@ -96,6 +96,9 @@ def print_strategy(store: Store, row: StrategyRow, *, dialogues: int = 1, pairs_
         except NotFoundError:
             title = None
     say("provenance: " + provenance_line(p, title))
+    from ..audit.production import traffic_line
+
+    say("production: " + traffic_line(store.strategy_outcomes([row.id or 0]).get(row.id or 0), row.version))
     e = GateEvidence.from_stored(row.evidence)
     gate = gate_line(e)
     if gate:

@@ -201,7 +201,13 @@ class ConversationStoreMixin:
 
     # -- judging and harvesting --------------------------------------------------------------
     def judge_conversation(
-        self, conversation_id: int, score: float, judgement: dict[str, Any], *, poor_below: float
+        self,
+        conversation_id: int,
+        score: float,
+        judgement: dict[str, Any],
+        *,
+        poor_below: float,
+        count: bool = True,
     ) -> bool:
         """Store a conversation's judgement and count it for every strategy version that was in
         one of its prompts (good, or poor when ``score < poor_below``), in one transaction. A
@@ -219,9 +225,14 @@ class ConversationStoreMixin:
             )
             if done.rowcount != 1:
                 return False
-            poor = score < poor_below
-            self._count_outcomes(conn, _versions_in(row[0] or []), poor)
+            if count:
+                self._count_outcomes(conn, _versions_in(row[0] or []), score < poor_below)
         return True
+
+    def count_outcomes(self, versions: Iterable[tuple[int, int]], *, poor: bool) -> None:
+        """Add one good (or poor) judged conversation to each (strategy id, version)."""
+        with self.engine.begin() as conn:
+            self._count_outcomes(conn, versions, poor)
 
     def _count_outcomes(self, conn: Connection, versions: Iterable[tuple[int, int]], poor: bool) -> None:
         rows = [
