@@ -146,11 +146,9 @@ class ConversationStoreMixin:
         return out
 
     @staticmethod
-    def _continued(
-        conn: Connection, x: CapturedExchange
-    ) -> tuple[int, dict[str, Any], dict[str, Any]] | None:
+    def _continued(conn: Connection, x: CapturedExchange) -> tuple[int, dict[str, Any], list[Any]] | None:
         c = _conversations.c
-        q = sa.select(c.id, c.meta, c.redactions).where(c.domain_id == x.domain_id, c.source == "traffic")
+        q = sa.select(c.id, c.meta, c.strategies).where(c.domain_id == x.domain_id, c.source == "traffic")
         if x.conversation_key is not None:
             q = q.where(c.external_id == x.conversation_key)
         elif x.previous_hash is not None:
