@@ -192,9 +192,9 @@ class Redactor:
         except Exception:  # a parser problem must never let the text through unredacted silently
             spans = []
         # Numbers written with a country code are phone numbers in any region.
-        for m in re.finditer(r"\+\d[\d ().-]{6,}\d", text):
-            if not any(s <= m.start() < e for s, e in spans):
-                spans.append((m.start(), m.end()))
+        for found in re.finditer(r"\+\d[\d ().-]{6,}\d", text):
+            if not any(s <= found.start() < e for s, e in spans):
+                spans.append((found.start(), found.end()))
         for start, end in sorted(spans, reverse=True):
             inside_word = (start > 0 and text[start - 1].isalnum()) or (
                 end < len(text) and text[end].isalnum()

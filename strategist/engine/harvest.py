@@ -193,13 +193,13 @@ class Harvester:
         first = next(i for i, t in enumerate(prefix) if t.role == "customer")
         prefix = prefix[first:]  # a greeting before the customer's first message is not replayed
         base = of.success if of is not None else SuccessCriteria()
-        success = SuccessCriteria(
-            must_say=[*base.must_say, *draft.must_say],
-            must_not_say=[*base.must_not_say, *draft.must_not_say],
-            rubric=list(dict.fromkeys([*draft.rubric, *base.rubric])),
-            actions=base.actions,
-            forbidden_actions=base.forbidden_actions,
-            ordered_actions=base.ordered_actions,
+        success = SuccessCriteria.model_validate(
+            {
+                **base.model_dump(),
+                "must_say": [*base.model_dump()["must_say"], *draft.must_say],
+                "must_not_say": [*base.model_dump()["must_not_say"], *draft.must_not_say],
+                "rubric": list(dict.fromkeys([*draft.rubric, *base.rubric])),
+            }
         )
         limit = of.turns_limit(self.domain) if of is not None else self.domain.max_turns
         replayed = sum(1 for t in prefix if t.is_reply)

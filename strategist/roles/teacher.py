@@ -60,13 +60,14 @@ def harvest_model(
     if turns is not None:
         fields["weakest_turn"] = (int, Field(ge=1, le=max(1, turns)))
     if intents is not None:
-        fields["intent"] = (Literal[intents], ...)  # type: ignore[valid-type]
+        fields["intent"] = (Literal[intents], ...)
     if persona is not None:
-        dims = {name: (Literal[values], ...) for name, values in persona}  # type: ignore[valid-type]
-        fields["persona"] = (create_model("Persona", **dims), ...)  # type: ignore[call-overload]
+        dims: dict[str, Any] = {name: (Literal[values], ...) for name, values in persona}
+        fields["persona"] = (create_model("Persona", **dims), ...)
     if not fields:
         return HarvestDraft
-    return create_model("Harvest", __base__=HarvestDraft, **fields)  # type: ignore[call-overload, no-any-return]
+    model: type[HarvestDraft] = create_model("Harvest", __base__=HarvestDraft, **fields)
+    return model
 
 
 class Proposal(Content):

@@ -245,7 +245,7 @@ class ConversationStoreMixin:
         ]
         if not rows:
             return
-        known = set(
+        known: set[int] = set(
             conn.execute(
                 sa.select(sa.column("id"))
                 .select_from(sa.table("strategies"))
@@ -291,7 +291,8 @@ class ConversationStoreMixin:
 
     def harvested_from(self, kind: str) -> set[int]:
         """Ids of the sources (dialogues, or conversations) that scenarios were harvested from."""
-        q = sa.select(ScenarioRow.spec).where(ScenarioRow.origin == "harvested")  # type: ignore[arg-type]
+        scenarios: sa.Table = ScenarioRow.__table__  # type: ignore[attr-defined]
+        q = sa.select(scenarios.c.spec).where(scenarios.c.origin == "harvested")
         out: set[int] = set()
         with self.engine.connect() as conn:
             for (spec,) in conn.execute(q):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
@@ -224,7 +224,7 @@ class ReleaseStoreMixin:
         on (None: no such label yet); by default, what it points at when this starts."""
         release = self.get_release(name)
         assert release.id is not None
-        before = self.label_target(label) if seen == "current" else seen
+        before = self.label_target(label) if isinstance(seen, str) else seen
         try:
             with self.engine.begin() as conn:
                 held = conn.execute(
@@ -304,7 +304,7 @@ class ReleaseStoreMixin:
         actor: str,
         note: str,
     ) -> ReleaseActionRow:
-        values = {
+        values: dict[str, Any] = {
             "action": action,
             "release_id": release_id,
             "label": label,
