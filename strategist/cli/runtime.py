@@ -256,12 +256,15 @@ def serve(
     which = "approved and PENDING" if include_pending else "approved"
     if release:
         pinned = library.ranker.release
-        which = f"release '{pinned}'" + (f" (label '{release}')" if release != pinned else "")
+        which = f"the strategies of release '{pinned}'" + (
+            f", label '{release}'" if release != pinned else ""
+        )
     where = f"http://{host}:{port}/v1"
     try:
         # Bound here, before the app starts: a busy port is one line, not uvicorn's log and exit 3.
         sock = listen_socket(host, port)
-        typer.echo(f"serving {where} -> {model.name}, domain '{library.domain_id()}' ({which} strategies)")
+        shown = which if release else f"{which} strategies"
+        typer.echo(f"serving {where} -> {model.name}, domain '{library.domain_id()}' ({shown})")
         if recorder is not None:
             url = recorder.store.engine.url
             typer.echo(f"capturing conversations (redacted) into {url.database or url}")
