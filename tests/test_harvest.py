@@ -248,3 +248,58 @@ def test_conversation_turns_keep_tool_calls_and_drop_system_messages():
     )
     assert [t.role for t in turns] == ["customer", "student", "tool", "student"]
     assert turns[2].name == "get_order" and turns[3].content == "It shipped."
+
+
+def test_scenarios_harvest_command_reads_a_run(tmp_path, monkeypatch, scripted):
+    from typer.testing import CliRunner
+
+    from strategist.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    db = ["--db", str(tmp_path / "lib.db")]
+    assert runner.invoke(app, ["init", *db]).exit_code == 0
+    grown = runner.invoke(
+        app,
+        [
+            "grow",
+            *db,
+            "--scenarios",
+            "2",
+            "--generate",
+            "0",
+            "--samples",
+            "1",
+            "--variants",
+            "0",
+            "--regression",
+            "0",
+            "--max-turns",
+            "2",
+            "--json",
+            *scripted,
+        ],
+    )
+    assert grown.exit_code == 0, grown.output
+    run_id = json.loads(grown.stdout)["run_id"]
+    out = runner.invoke(
+        app,
+        ["scenarios", "harvest", *db, "--run", str(run_id), "--max", "1", "--teacher", "scripted/teacher"],
+    )
+    assert out.exit_code == 0, out.output
+    assert "harvested 1 scenarios from run" in out.stdout
+    listed = json.loads(runner.invoke(app, ["scenarios", "list", *db, "--json"]).stdout)
+    [h] = [s for s in listed if s["origin"] == "harvested"]
+    assert h["source"]["kind"] == "dialogue" and h["key"] == f"harvest:dialogue:{h['source']['id']}"
+    shown = runner.invoke(app, ["scenarios", "show", str(h["id"]), *db]).stdout
+    assert f"harvested from dialogue {h['source']['id']}" in shown
+    runs = json.loads(runner.invoke(app, ["runs", "list", *db, "--json"]).stdout)
+    assert [r["command"] for r in runs] == ["grow", "harvest"]
+    assert runner.invoke(app, ["runs", "show", str(runs[-1]["id"]), *db]).exit_code == 0
+    again = runner.invoke(
+        app,
+        ["scenarios", "harvest", *db, "--run", str(run_id), "--max", "5", "--teacher", "scripted/teacher"],
+    )
+    assert "harvested" in again.stdout  # the other scenario's dialogue, not the one taken already
+    bad = runner.invoke(app, ["scenarios", "harvest", *db, "--run", str(runs[-1]["id"])])
+    assert bad.exit_code == 1 and "is a harvest run" in bad.stderr

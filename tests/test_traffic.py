@@ -277,3 +277,30 @@ def test_traffic_judge_counts_good_and_poor_per_strategy_and_harvest_makes_scena
     assert "judged 0." in shown and "harvested into scenario" in shown
     nothing = runner.invoke(cli, ["traffic", "harvest", *db, "--teacher", "scripted/teacher"])
     assert "left to harvest" in nothing.stdout
+
+
+async def test_two_hundred_requests_at_once_lose_no_conversation(lib):
+    import asyncio
+
+    import httpx
+
+    path, _ = lib
+    app, _, recorder = _app(path)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+
+            async def one(i: int) -> int:
+                body = {
+                    "model": "m",
+                    "messages": [{"role": "user", "content": f"customer {i}: where is it?"}],
+                }
+                r = await client.post("/v1/chat/completions", json=body)
+                return r.status_code
+
+            codes = await asyncio.gather(*(one(i) for i in range(200)))
+    assert codes == [200] * 200
+    assert recorder.written == 200 and not recorder.errors
+    rows = sqlite3.connect(path).execute("select messages from conversations").fetchall()
+    firsts = sorted(json.loads(m)[0]["content"] for (m,) in rows)
+    assert firsts == sorted(f"customer {i}: where is it?" for i in range(200))
