@@ -101,6 +101,7 @@ def chat(
     include_pending: PendingOption = False,
     system_prompt: SystemPromptOption = None,
     template: TemplateOption = None,
+    release: ReleaseOption = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Longest reply, in tokens.")] = 256,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
     seed: Annotated[int | None, typer.Option(help="Sampling seed, where the model supports one.")] = None,
@@ -119,7 +120,7 @@ def chat(
     from ..models.base import Sampling
     from ..runtime import StrategicBot
 
-    library = _library(db, domain, k, budget, include_pending, template)
+    library = _library(db, domain, k, budget, include_pending, template, release)
     cfg = resolve_roles({"student": student}, load_settings())["student"]
     model = resolve_model(cfg.model, **cfg.options())
     bot = StrategicBot(
@@ -132,6 +133,8 @@ def chat(
     interactive = sys.stdin.isatty()
     if not json_out:
         which = "approved and PENDING" if include_pending else "approved"
+        if release:
+            which = f"release '{library.ranker.release}'"
         typer.echo(f"chatting with {model.name} on domain '{bot.domain}' ({which} strategies); /quit to end")
 
     async def talk() -> None:
