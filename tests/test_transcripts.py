@@ -12,10 +12,10 @@ import world
 from typer.testing import CliRunner
 
 from strategist.cli import app
-from strategist.core.redact import Redactor, luhn_ok
 from strategist.errors import InputError
 from strategist.importers.transcripts import read_csv_text, read_jsonl_text
 from strategist.models import FunctionModel, register_model, unregister_model
+from strategist.redact import Redactor, luhn_ok
 
 FIXTURES = Path(__file__).parent / "fixtures" / "transcripts"
 runner = CliRunner()

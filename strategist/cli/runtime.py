@@ -285,7 +285,7 @@ def serve(
 
 
 def _recorder(library: StrategyLibrary, capture_db: str | None) -> Any:
-    from ..core.redact import Redactor
+    from ..redact import Redactor
     from ..runtime.capture import TrafficRecorder
 
     dom = library.domain()

@@ -373,10 +373,10 @@ def scenarios_import_transcripts(
     skipped."""
     import asyncio
 
-    from ..core.redact import Redactor
     from ..engine.harvest import OfflineJob
     from ..engine.transcripts import import_transcripts
     from ..importers.transcripts import read_transcripts
+    from ..redact import Redactor
     from ..roles import Teacher
     from .views import progress
 

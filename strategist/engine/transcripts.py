@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..core.domain import Domain, Scenario
-from ..core.redact import Redactor
 from ..errors import ModelError, StrategistError, one_line
 from ..importers.transcripts import Transcript
+from ..redact import Redactor
 from ..roles import Teacher
 from ..store import Store
 from .harvest import HarvestConfig, Harvester, HarvestResult, _outcome, conversation_turns

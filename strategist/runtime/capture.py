@@ -21,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ..core.redact import Redactor
+from ..redact import Redactor
 
 if TYPE_CHECKING:
     from ..store import Store
