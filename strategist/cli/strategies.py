@@ -97,6 +97,8 @@ def strategies_list(
 
     outcomes = store.strategy_outcomes([r.id for r in rows if r.id is not None])
     columns = ["id", "domain", "status", "v", "gain [CI]", "policy", "traffic", "trigger"]
+    # On a narrow terminal the production counts take room only when there are some.
+    with_traffic = not narrow or bool(outcomes)
     if narrow:
         columns = [
             "id",
@@ -105,7 +107,7 @@ def strategies_list(
             "v",
             "gain",
             "policy",
-            "traffic",
+            *(["traffic"] if with_traffic else []),
             "trigger",
         ]
 
@@ -125,8 +127,8 @@ def strategies_list(
             )
         gain = "-" if e.mean_delta is None else f"{e.mean_delta:+.3f}"
         domain_cell = () if one_domain else (r.domain_id,)
-        traffic = traffic_cell(outcomes.get(r.id or 0))
-        return (r.id, *domain_cell, r.status, r.version, gain, flag.split(":")[0], traffic, r.trigger)
+        traffic = (traffic_cell(outcomes.get(r.id or 0)),) if with_traffic else ()
+        return (r.id, *domain_cell, r.status, r.version, gain, flag.split(":")[0], *traffic, r.trigger)
 
     table(f"{len(rows)} strategies", columns, [cells(r) for r in rows])
 
