@@ -304,3 +304,36 @@ async def test_two_hundred_requests_at_once_lose_no_conversation(lib):
     rows = sqlite3.connect(path).execute("select messages from conversations").fetchall()
     firsts = sorted(json.loads(m)[0]["content"] for (m,) in rows)
     assert firsts == sorted(f"customer {i}: where is it?" for i in range(200))
+
+
+def test_capture_and_counts_on_both_backends(any_store, northwind):
+    from strategist.store.conversations import CapturedExchange
+
+    ids = add_strategies(any_store, northwind)
+    ref = f"strategy:{ids['late_refund']}@v1"
+    first = CapturedExchange(
+        "northwind",
+        [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}],
+        [[], [ref]],
+        "h1",
+        None,
+    )
+    second = CapturedExchange(
+        "northwind",
+        [*first.messages, {"role": "user", "content": "c"}, {"role": "assistant", "content": "d"}],
+        [[], [], [], []],
+        "h2",
+        "h1",
+    )
+    other = CapturedExchange("northwind", first.messages, [[], []], "h3", None)
+    assert any_store.capture([first, second]) == [1, 1]
+    assert any_store.capture([other]) == [2]
+    row = any_store.get_conversation(1)
+    assert len(row.messages) == 4 and row.strategies == [[], [ref], [], []]
+    assert any_store.judge_conversation(1, 0.2, {"critique": "x"}, poor_below=0.6)
+    assert not any_store.judge_conversation(1, 0.9, {"critique": "again"}, poor_below=0.6)
+    assert any_store.judge_conversation(2, 0.9, {}, poor_below=0.6)
+    assert any_store.strategy_outcomes() == {ids["late_refund"]: {1: (0, 1)}}
+    assert [r.id for r in any_store.list_conversations("northwind", "traffic", judged=True, below=0.6)] == [1]
+    harvested = any_store.list_conversations("northwind", "traffic", harvested=False)
+    assert [r.id for r in harvested] == [1, 2]
