@@ -265,6 +265,10 @@ class Harvester:
             return False
         return True
 
+    def note(self, scenario: Scenario) -> None:
+        """Count ``scenario`` (not stored yet) in the near-duplicate checks that follow."""
+        self._taken.append(scenario)
+
     def _event(self, kind: Any, message: str, **detail: Any) -> None:
         if self.ledger is not None and self.ledger.store is not None and self.ledger.run_id is not None:
             self.ledger.event(kind, message, round=self.round_no, detail=detail)

@@ -92,7 +92,7 @@ async def import_transcripts(
         if not harvester.keep(scenario, result.harvest, label):
             scenario = None
         else:
-            harvester._taken.append(scenario)
+            harvester.note(scenario)
         rows.append(
             {
                 "domain_id": domain.id,
