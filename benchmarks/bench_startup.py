@@ -37,7 +37,8 @@ def heavy_imports() -> list[str]:
     code = (
         "import sys; from typer.testing import CliRunner; from strategist.cli import app;"
         "CliRunner().invoke(app, ['--help']);"
-        "print(','.join(m for m in ('litellm', 'llama_cpp', 'sqlmodel', 'matplotlib', 'aiohttp') if m in sys.modules))"
+        "heavy = ('litellm', 'llama_cpp', 'sqlmodel', 'matplotlib', 'aiohttp');"
+        "print(','.join(m for m in heavy if m in sys.modules))"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     return [m for m in out.strip().split(",") if m]

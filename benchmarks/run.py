@@ -34,6 +34,7 @@ BENCHES: dict[str, tuple[list[str], list[str]]] = {
     "retrieval": ([], ["--sizes", "1000,10000", "--queries", "300"]),
     "tools": (["--repeats", "5"], ["--repeats", "2", "--dialogues", "10"]),
     "gate": ([], ["--candidates", "300", "--runs", "50"]),
+    "capture": (["--repeats", "3"], ["--repeats", "1"]),
 }
 
 
@@ -97,6 +98,14 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     if "ratio" in r:
         label = f"tool call through strategist / bare mcp client ({r['tool_calls_per_run']} calls)"
         t.add_stats(label, r["ratio"], "<= 1.2")
+    r = results.get("capture", {})
+    for mode, stats in r.get("p99_ratio", {}).items():
+        label = f"serve --capture {mode}, {r['requests']} requests at once: p99 latency / capture off"
+        t.add_stats(label, stats, "<= 1.25")
+    if "lost" in r:
+        t.add_stats(
+            "serve --capture: conversations lost", {"median": r["lost"], "min": 0, "max": r["lost"]}, "<= 0"
+        )
     r = results.get("startup", {})
     if "help_s" in r:
         t.add_stats("strategist --help, seconds", r["help_s"], "<= 0.5")

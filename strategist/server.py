@@ -38,6 +38,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from .errors import InputError, ModelError, ModelUnavailableError, StrategistError, format_loc, one_line
 from .models.base import ChatModel, Sampling, StreamPiece, ToolCallDelta, ToolParams, complete, stream
 from .runtime.bot import model_token_counter
+from .runtime.capture import CONVERSATION_HEADER, TrafficRecorder
 from .runtime.library import (
     SYSTEM_ROLES,
     RetrievalOptions,
@@ -48,6 +49,7 @@ from .runtime.library import (
 
 STRATEGIES_HEADER = "x-strategist-strategies"
 PENDING_HEADER = "x-strategist-include-pending"
+RELEASE_HEADER = "x-strategist-release"
 # OpenAI's legacy function calling: tools and tool_choice replaced it.
 UNSUPPORTED = ("functions", "function_call")
 DEFAULT_MAX_REQUEST_BYTES = 4 * 1024 * 1024
@@ -291,13 +293,17 @@ def create_app(
     system_prompt: str | None = None,
     sampling: Sampling | None = None,
     max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+    capture: TrafficRecorder | None = None,
     **settings: Unpack[RetrievalSettings],
 ) -> FastAPI:
     """The FastAPI app. ``model_names``: the model names clients may ask for (404 for others);
     None accepts any name, so a bot only has to change its base URL. ``system_prompt`` is used
     for requests that bring no system message (else the domain's policy prompt). ``k``,
     ``budget`` and ``include_pending`` (``RetrievalSettings``) apply to every request. A request
-    body over ``max_request_bytes`` gets 413 without being read."""
+    body over ``max_request_bytes`` gets 413 without being read. ``capture``: every answered
+    conversation is handed to it (queued in memory; it writes redacted batches from its own
+    thread, never on the request's path); the client may name its conversation in the
+    ``x-strategist-conversation`` header."""
     domain_id = library.domain_id(domain)
     library.domain(domain_id)  # fail at start-up, not at the first request
     names = list(model_names) if model_names else [upstream.name]
@@ -310,8 +316,12 @@ def create_app(
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         # Load the upstream's tokenizer (litellm takes seconds to import) before taking requests.
         await asyncio.to_thread(counter, "ready")
+        if capture is not None:
+            capture.start()
         yield
         library.flush()
+        if capture is not None:
+            await asyncio.to_thread(capture.close)  # what is still queued is written before exit
 
     app = FastAPI(title="strategist", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -379,11 +389,25 @@ def create_app(
         found = augmented.retrieval
         sent = model_messages(augmented)
         s = _sampling(req, default_sampling)
-        info = {"strategies": found.refs, "include_pending": found.include_pending, "domain": found.domain}
+        info = {
+            "strategies": found.refs,
+            "include_pending": found.include_pending,
+            "domain": found.domain,
+            "release": found.release,
+        }
         headers = {
             STRATEGIES_HEADER: ",".join(found.refs),
             PENDING_HEADER: str(found.include_pending).lower(),
         }
+        if found.release is not None:
+            headers[RELEASE_HEADER] = found.release
+        conversation = request.headers.get(CONVERSATION_HEADER)
+
+        def captured(reply: dict[str, Any]) -> None:
+            if capture is not None:
+                meta = {"model": req.model, "upstream": upstream.name, "release": found.release}
+                capture.record(messages, reply, found.refs, conversation=conversation, meta=meta)
+
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if not req.stream:
@@ -397,6 +421,7 @@ def create_app(
                 message["content"] = c.text or None
                 message["tool_calls"] = [t.as_openai() for t in c.tool_calls]
                 finish = "tool_calls"
+            captured(message)
             return JSONResponse(
                 {
                     "id": completion_id,
@@ -446,13 +471,32 @@ def create_app(
             return f"data: {json.dumps(data, ensure_ascii=False)}\n\n"
 
         called = False
+        text: list[str] = []
+        calls: dict[int, list[Any]] = {}  # index -> [id, name, argument pieces], for the capture
 
         def delta(piece: StreamPiece) -> dict[str, Any]:
             nonlocal called
             if isinstance(piece, ToolCallDelta):
                 called = True
+                call = calls.setdefault(piece.index, [None, None, []])
+                call[0], call[1] = call[0] or piece.id, call[1] or piece.name
+                call[2].append(piece.arguments)
                 return {"tool_calls": [piece.as_openai()]}
+            text.append(piece)
             return {"content": piece}
+
+        def streamed() -> dict[str, Any]:
+            reply: dict[str, Any] = {"role": "assistant", "content": "".join(text) or None}
+            if calls:
+                reply["tool_calls"] = [
+                    {
+                        "id": cid or f"call_{i}",
+                        "type": "function",
+                        "function": {"name": name or "", "arguments": "".join(a)},
+                    }
+                    for i, (cid, name, a) in sorted(calls.items())
+                ]
+            return reply
 
         async def events() -> AsyncIterator[str]:
             try:
@@ -461,6 +505,7 @@ def create_app(
                     yield chunk(delta(first))
                 async for piece in pieces:
                     yield chunk(delta(piece))
+                captured(streamed())
                 yield chunk({}, "tool_calls" if called else "stop")
             except Exception as exc:  # the status is sent already: the error goes in the stream
                 if isinstance(exc, ModelError | ModelUnavailableError):

@@ -92,6 +92,14 @@ def test_strategy_page_shows_evidence_and_dialogues_side_by_side(client):
     assert client.get("/strategies/99").status_code == 404
 
 
+def test_strategy_page_shows_the_evidence_from_production(client, lib):
+    assert "in no judged captured conversation yet" in client.get("/strategies/1").text
+    lib.count_outcomes([(1, 1)], poor=False)
+    lib.count_outcomes([(1, 1)], poor=True)
+    lib.count_outcomes([(1, 1)], poor=False)
+    assert "in 3 judged captured conversations: 2 good, 1 poor" in client.get("/strategies/1").text
+
+
 def test_approve_then_a_stale_form_gets_a_conflict(client, lib):
     seen = lib.get_strategy(1)
     ok = client.post(

@@ -108,6 +108,15 @@ def variables(domain, scenario) -> dict[str, dict]:
             "tools": [{"name": "get_order", "params": "order_id: string", "description": "Look one up."}],
         },
         "reask.j2": {"error": "a: field required"},
+        "teacher_harvest.j2": {
+            "domain": domain,
+            "transcript": dlg.transcript(numbered=True),
+            "weak_turn": 1,
+            "critique": "Refused without offering store credit.",
+            "outcome": "outcome: unresolved; customer satisfaction 1",
+            "persona": scenario.persona,
+            "intent": domain.intent(scenario.intent),
+        },
     }
 
 
@@ -226,6 +235,22 @@ def test_teacher_coach_prompt(northwind, scenario):
     text = render("teacher_coach.j2", **variables(northwind, scenario)["teacher_coach.j2"])
     for part in ("STUDENT-SAID", "EXPERT-SAID", "CRITIQUE-TEXT", "Customer: Refund me.", "1 to 2 strategies"):
         assert part in text
+
+
+def test_teacher_harvest_prompt_with_and_without_the_customer_known(northwind, scenario):
+    v = variables(northwind, scenario)["teacher_harvest.j2"]
+    text = render("teacher_harvest.j2", **v)
+    assert "Agent (turn 1): Sorry, store credit only." in text
+    assert "went wrong at its turn 1" in text and "WHAT WENT WRONG: Refused" in text
+    assert "HOW IT ENDED: outcome: unresolved" in text
+    assert "mood: angry" in text and "Intents:" not in text
+    assert "NORTHWIND OUTFITTERS - CHAT SUPPORT POLICY" in text
+    unknown = render(
+        "teacher_harvest.j2", **{**v, "weak_turn": None, "persona": None, "intent": None, "outcome": ""}
+    )
+    assert "Name the agent turn where it went wrong" in unknown and "weakest_turn" in unknown
+    assert "- refund_late_return: Wants a cash refund" in unknown
+    assert "HOW IT ENDED" not in unknown
 
 
 def test_structured_and_reask_templates():

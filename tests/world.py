@@ -101,6 +101,7 @@ class Teacher:
     proposal: dict[str, str]
     scenario_replies: list[str] = field(default_factory=list)
     scenario_calls: int = 0
+    harvest_calls: int = 0
 
     def __call__(self, messages: list[dict[str, str]], sampling: Sampling) -> str:
         first = messages[0]["content"]
@@ -120,9 +121,34 @@ class Teacher:
                     "rubric": [],
                 }
             )
+        if sampling.json_schema and "into a training scenario" in first:
+            self.harvest_calls += 1
+            return json.dumps(harvest_reply(json.loads(sampling.json_schema), self.harvest_calls))
         if sampling.json_schema:
             return json.dumps({"strategies": [self.proposal]})
         return f"I can't refund the card after 30 days, but I can offer {GOOD_PHRASE}."
+
+
+def harvest_reply(schema: dict, n: int) -> dict:
+    """A harvested scenario as the scripted teacher writes it, shaped by the schema it was asked
+    for (the first intent and persona values offered, the first agent turn)."""
+    props = schema["properties"]
+    out: dict = {
+        "title": f"Harvested: refund past 30 days {n}",
+        "goal": f"Get money back for a jacket delivered 45 days ago, case {n}.",
+        "known_facts": [f"Order NW-7{n:04d}", "Delivered 45 days ago"],
+        "hidden_facts": ["Tags still attached"],
+        "must_say": [],
+        "must_not_say": [],
+        "rubric": ["Offers store credit for a return past 30 days"],
+    }
+    if "weakest_turn" in props:
+        out["weakest_turn"] = 1
+    if "intent" in props:
+        out["intent"] = props["intent"]["enum"][0]
+    if "persona" in props:
+        out["persona"] = {k: v["enum"][0] for k, v in props["persona"]["properties"].items()}
+    return out
 
 
 ROLES = ("teacher", "student", "customer", "judge")

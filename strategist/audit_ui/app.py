@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from ..audit.evidence import gain_text, gate_line, pair_views, pairwise_text, provenance_line, source_line
 from ..audit.lifecycle import STATUSES, ConflictError, ReviewRequest, TransitionError, clean_text
 from ..audit.policy import policy_flag
+from ..audit.production import traffic_line
 from ..core.evidence import GateEvidence
 from ..errors import NotFoundError, StrategistError, one_line
 
@@ -184,6 +185,7 @@ def create_app(store: Store, *, token: str, reviewer: str, max_body_bytes: int =
             status_code,
             row=row,
             provenance=provenance_line(row.provenance, title),
+            production=traffic_line(store.strategy_outcomes([sid]).get(sid), row.version),
             gate=gate_line(evidence),
             source=source_line(evidence),
             pairwise_text=pairwise_text,

@@ -8,7 +8,19 @@ from typing import TYPE_CHECKING
 import typer
 
 from ..errors import StrategistError
-from . import dialogues, domains, evaluate, review, runs, runtime, scenarios, strategies, tools
+from . import (
+    dialogues,
+    domains,
+    evaluate,
+    release,
+    review,
+    runs,
+    runtime,
+    scenarios,
+    strategies,
+    tools,
+    traffic,
+)
 from . import grow as _grow
 from .common import DbOption, DomainOption, StrategistGroup, db_target, open_store
 from .views import say
@@ -32,6 +44,8 @@ app.add_typer(runs.app, name="runs")
 app.add_typer(dialogues.app, name="dialogues")
 app.add_typer(domains.app, name="domains")
 app.add_typer(tools.app, name="tools")
+app.add_typer(traffic.app, name="traffic")
+app.add_typer(release.app, name="release")
 app.command("review")(review.review)
 app.command("audit-ui")(review.audit_ui)
 app.command("chat")(runtime.chat)

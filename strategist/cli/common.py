@@ -205,3 +205,12 @@ def load_pack(store: Store, name_or_path: str, *, with_scenarios: bool = True) -
         _, scenarios = load_scenario_set(scen_file, domain)
     store.add_scenarios(scenarios, domain=domain, source=(str(pack.resolve()), pack_digest(pack)))
     return domain, len(scenarios)
+
+
+def role_model(role: str, flag: str | None) -> Any:
+    """The model for one role: the flag, then $STRATEGIST_<ROLE>_MODEL, strategist.toml, the default."""
+    from ..config import load_settings, resolve_roles
+    from ..models import resolve_model
+
+    cfg = resolve_roles({role: flag}, load_settings())[role]
+    return resolve_model(cfg.model, **cfg.options())

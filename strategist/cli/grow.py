@@ -87,6 +87,17 @@ def grow(
         ),
     ] = 0.05,
     max_turns: MaxTurnsOption = None,
+    harvest: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Each round, turn up to N of its weakest dialogues into scenarios (the conversation up "
+            "to the weakest agent turn, replayed) that the next rounds work on first.",
+        ),
+    ] = 0,
+    harvest_below: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="With --harvest: dialogues scoring below this.")
+    ] = 0.6,
     max_tool_steps: MaxToolStepsOption = None,
     limit: LimitOption = None,
     max_calls: Annotated[int | None, typer.Option(min=1, help="Stop after this many model calls.")] = None,
@@ -166,6 +177,8 @@ def grow(
             max_turns=max_turns,
             max_tool_steps=max_tool_steps,
             limit=limit,
+            harvest=harvest,
+            harvest_below=harvest_below,
             gate=GateConfig(
                 samples=samples,
                 variants=variants,

@@ -52,8 +52,15 @@ def runs_show(run_id: int, db: DbOption = None, json_out: JsonOption = False) ->
     say(f"run {r.id}: {r.command} on domain {r.domain_id}, {r.status}", style="bold")
     if r.summary and r.command == "eval":
         print_eval(r.summary)
-    elif r.summary:
+    elif r.summary and r.command == "grow":
         print_summary(r.summary)
+    elif r.summary:  # harvest, import-transcripts, traffic-judge: what it did, as key and value
+        table(
+            f"run {r.id}: {r.status}",
+            ["what", "value"],
+            [(k, v if not isinstance(v, list) else len(v)) for k, v in r.summary.items()],
+            show_header=False,
+        )
     elif r.stop_reason:
         say(f"stopped: {r.stop_reason}")
     say("models: " + ", ".join(f"{k}={v}" for k, v in r.config.get("models", {}).items()))

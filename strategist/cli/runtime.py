@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ..errors import StrategistError
 from .common import DbOption, DomainOption, JsonOption, open_store, print_json, resolve_domain
 
 if TYPE_CHECKING:
@@ -41,6 +42,16 @@ TemplateOption = Annotated[
 QUIT = ("/quit", "/exit")
 
 
+ReleaseOption = Annotated[
+    str | None,
+    typer.Option(
+        "--release",
+        help="Use exactly the strategies of this release label (e.g. production) or release name; a "
+        "label follows its promotions and rollbacks (default: the live approved set).",
+    ),
+]
+
+
 def _library(
     db: str | None,
     domain: str | None,
@@ -48,6 +59,7 @@ def _library(
     budget: int | None,
     include_pending: bool,
     template: Path | None,
+    release: str | None = None,
 ) -> StrategyLibrary:
     from ..runtime import StrategyLibrary
     from ..runtime.library import DEFAULT_BUDGET, DEFAULT_K
@@ -62,6 +74,7 @@ def _library(
         include_pending=include_pending,
         template=template,
         owns_store=True,
+        release=release,
     )
     library.optimize(only_if_needed=True)
     return library
@@ -88,6 +101,7 @@ def chat(
     include_pending: PendingOption = False,
     system_prompt: SystemPromptOption = None,
     template: TemplateOption = None,
+    release: ReleaseOption = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Longest reply, in tokens.")] = 256,
     temperature: Annotated[float, typer.Option(min=0.0, max=2.0, help="Sampling temperature.")] = 0.7,
     seed: Annotated[int | None, typer.Option(help="Sampling seed, where the model supports one.")] = None,
@@ -106,7 +120,7 @@ def chat(
     from ..models.base import Sampling
     from ..runtime import StrategicBot
 
-    library = _library(db, domain, k, budget, include_pending, template)
+    library = _library(db, domain, k, budget, include_pending, template, release)
     cfg = resolve_roles({"student": student}, load_settings())["student"]
     model = resolve_model(cfg.model, **cfg.options())
     bot = StrategicBot(
@@ -119,6 +133,8 @@ def chat(
     interactive = sys.stdin.isatty()
     if not json_out:
         which = "approved and PENDING" if include_pending else "approved"
+        if release:
+            which = f"release '{library.ranker.release}'"
         typer.echo(f"chatting with {model.name} on domain '{bot.domain}' ({which} strategies); /quit to end")
 
     async def talk() -> None:
@@ -193,6 +209,22 @@ def serve(
     max_request_bytes: Annotated[
         int, typer.Option(min=1, help="Larger request bodies get 413 without being read (default 4 MiB).")
     ] = 4 * 1024 * 1024,
+    release: ReleaseOption = None,
+    capture: Annotated[
+        bool,
+        typer.Option(
+            "--capture",
+            help="Store every conversation served, redacted, with the strategies used per turn, for "
+            "strategist traffic judge and harvest (off by default; written in batches, never on the "
+            "request's path).",
+        ),
+    ] = False,
+    capture_db: Annotated[
+        str | None,
+        typer.Option(
+            help="With --capture: store the conversations in this database instead of the library's."
+        ),
+    ] = None,
 ) -> None:
     """Serve an OpenAI-compatible API (POST /v1/chat/completions, GET /v1/models) that adds the
     right strategies to every request and forwards it to the upstream model.
@@ -206,12 +238,15 @@ def serve(
     from ..models import resolve_model
     from ..server import create_app, listen_socket
 
-    library = _library(db, domain, k, budget, include_pending, template)
+    if capture_db and not capture:
+        raise StrategistError("--capture-db goes with --capture")
+    library = _library(db, domain, k, budget, include_pending, template, release)
     cfg = resolve_roles({"student": upstream}, load_settings())["student"]
     options = cfg.options()
     if api_base:
         options["api_base"] = api_base
     model = resolve_model(cfg.model, **options)
+    recorder = _recorder(library, capture_db) if capture else None
     app = create_app(
         library,
         model,
@@ -219,13 +254,23 @@ def serve(
         model_names=model_name,
         system_prompt=system_prompt,
         max_request_bytes=max_request_bytes,
+        capture=recorder,
     )
     which = "approved and PENDING" if include_pending else "approved"
+    if release:
+        pinned = library.ranker.release
+        which = f"the strategies of release '{pinned}'" + (
+            f", label '{release}'" if release != pinned else ""
+        )
     where = f"http://{host}:{port}/v1"
     try:
         # Bound here, before the app starts: a busy port is one line, not uvicorn's log and exit 3.
         sock = listen_socket(host, port)
-        typer.echo(f"serving {where} -> {model.name}, domain '{library.domain_id()}' ({which} strategies)")
+        shown = which if release else f"{which} strategies"
+        typer.echo(f"serving {where} -> {model.name}, domain '{library.domain_id()}' ({shown})")
+        if recorder is not None:
+            url = recorder.store.engine.url
+            typer.echo(f"capturing conversations (redacted) into {url.database or url}")
         server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level=log_level))
         try:
             server.run(sockets=[sock])
@@ -239,6 +284,20 @@ def serve(
         library.close()
 
 
+def _recorder(library: StrategyLibrary, capture_db: str | None) -> Any:
+    from ..redact import Redactor
+    from ..runtime.capture import TrafficRecorder
+
+    dom = library.domain()
+    store = library.store
+    if capture_db:
+        store = open_store(capture_db, create=True)
+        store.upsert_domain(dom)  # the conversations name their domain
+    return TrafficRecorder(
+        store, dom.id, redactor=Redactor(keep=[dom.company, dom.name]), meta={"release_ref": library.release}
+    )
+
+
 def strategies_for(
     text: Annotated[str, typer.Argument(help="The customer's message.")],
     db: DbOption = None,
@@ -246,12 +305,13 @@ def strategies_for(
     k: KOption = None,
     budget: BudgetOption = None,
     include_pending: PendingOption = False,
+    release: ReleaseOption = None,
     json_out: JsonOption = False,
 ) -> None:
     """Show which strategies a customer message would retrieve, with scores (no model is called)."""
     from .views import table
 
-    library = _library(db, domain, k, budget, include_pending, None)
+    library = _library(db, domain, k, budget, include_pending, None, release)
     try:
         found = library.retrieve([{"role": "user", "content": text}])
     finally:

@@ -1,4 +1,4 @@
-"""``strategist scenarios``: list, show, import, split, import-tau2."""
+"""``strategist scenarios``: list, show, import, split, import-tau2, harvest, import-transcripts."""
 
 from __future__ import annotations
 
@@ -9,10 +9,20 @@ from typing import Annotated, Any
 import typer
 
 from ..errors import StrategistError
-from .common import DbOption, DomainOption, JsonOption, new_app, open_store, print_json, resolve_domain
+from .common import (
+    DbOption,
+    DomainOption,
+    JsonOption,
+    ModelOption,
+    new_app,
+    open_store,
+    print_json,
+    resolve_domain,
+    role_model,
+)
 from .views import say, short, table
 
-app = new_app("Scenarios: list, show, import, split, import-tau2.")
+app = new_app("Scenarios: list, show, import, split, import-tau2, harvest, import-transcripts.")
 
 
 class Split(enum.StrEnum):
@@ -56,7 +66,17 @@ def scenarios_show(scenario_id: int, db: DbOption = None, json_out: JsonOption =
     for label, facts in (("knows", s.known_facts), ("reveals when asked", s.hidden_facts)):
         for f in facts:
             say(f"  {label}: {f}")
-    say(f"opening: {s.opening}")
+    if s.source:
+        src = s.source
+        say(f"harvested from {src.get('kind')} {src.get('id', src.get('external_id', ''))}".rstrip())
+    if s.prefix:
+        say(f"opening turns (replayed, {len(s.prefix)}):")
+        for t in s.prefix:
+            who = {"customer": "customer", "student": "agent", "tool": "tool"}[t.role]
+            calls = "; ".join(f"calls {c.name}({c.function.arguments})" for c in t.tool_calls)
+            say(f"  {who}: {short(calls or t.content, 100)}")
+    else:
+        say(f"opening: {s.opening}")
     say("must say: " + ("; ".join(c.label for c in s.success.must_say) or "-"))
     say("must not say: " + ("; ".join(c.label for c in s.success.must_not_say) or "-"))
     for r in s.success.rubric:
@@ -230,3 +250,179 @@ def scenarios_import_tau2(
         )
         hidden = f"; hidden from the agent: {', '.join(config.hidden)}" if config.hidden else ""
         say(f"tools: {len(names or [])} from {tools_command} ({how}{hidden})")
+
+
+@app.command("harvest")
+def scenarios_harvest(
+    run_id: Annotated[
+        int | None,
+        typer.Option("--run", help="The grow or eval run whose dialogues to read (default: the latest)."),
+    ] = None,
+    below: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Harvest dialogues whose judged score is below this.")
+    ] = 0.6,
+    max_scenarios: Annotated[int, typer.Option("--max", min=1, help="Scenarios to harvest at most.")] = 5,
+    teacher: ModelOption = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Turn the weakest judged dialogues of a run into new scenarios.
+
+    For each (worst first, one per scenario), the teacher reads the conversation up to the weakest
+    agent turn: that prefix is replayed as the new scenario's opening turns, and the goal, facts
+    and success criteria (from the judge's critique) are read from it. A harvested scenario keeps
+    its source scenario's split (test stays test) and near-duplicates of stored scenarios are
+    dropped."""
+    import asyncio
+
+    from ..engine.harvest import HarvestConfig, Harvester, OfflineJob, weak_dialogues
+    from ..roles import Teacher
+
+    store = open_store(db)
+    runs = [r for r in store.list_runs() if r.command in ("grow", "eval")]
+    if run_id is None:
+        if not runs:
+            raise StrategistError("no grow or eval run to harvest from (run: strategist grow)")
+        run = runs[-1]
+    else:
+        run = store.get_run(run_id)
+        if run.command not in ("grow", "eval"):
+            raise StrategistError(f"run {run.id} is a {run.command} run: harvest reads grow and eval runs")
+    d = store.get_domain(run.domain_id)
+    weak = weak_dialogues(store, run.id or 0, below)
+    if not weak:
+        say(f"run {run.id}: no judged dialogue below {below:g} that is not harvested already")
+        return
+    model = role_model("teacher", teacher)
+    config = HarvestConfig(below=below, max=max_scenarios)
+    job = OfflineJob(
+        store,
+        d,
+        "harvest",
+        {"run": run.id, "below": below, "max": max_scenarios, "models": {"teacher": model.name}},
+    )
+
+    async def go() -> Any:
+        try:
+            harvester = Harvester(store, d, Teacher(job.wrap(model, "teacher"), d), config, ledger=job.ledger)
+            return await harvester.from_dialogues(weak)
+        finally:
+            await model.aclose()
+
+    result = asyncio.run(go())
+    summary = job.finish({"source_run": run.id, **result.as_dict()})
+    if json_out:
+        print_json(summary)
+        return
+    _print_harvest(result, f"run {run.id}")
+
+
+def _print_harvest(result: Any, where: str) -> None:
+    table(
+        f"harvested {len(result.added)} scenarios from {where}",
+        ["id", "split", "from", "turn", "intent", "title"],
+        [
+            (
+                s.id,
+                s.split,
+                f"{s.source['kind']} {s.source['id']}",
+                s.source.get("weakest_turn"),
+                s.intent,
+                short(s.title, 50),
+            )
+            for s in result.added
+        ],
+    )
+    for label, like, sim in result.duplicates:
+        say(f"dropped {label}: a near-duplicate of scenario {like} (similarity {sim:.2f})")
+    for label, why in result.skipped:
+        say(f"skipped {label}: {why}")
+    for label, error in result.failures:
+        say(f"failed {label}: {error}")
+
+
+@app.command("import-transcripts")
+def scenarios_import_transcripts(
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="A .jsonl file (one conversation a line: OpenAI-format messages, optional id, outcome, "
+            "csat, tags, created_at) or a .csv file (one message a row: conversation id, role, text, time)."
+        ),
+    ],
+    domain: DomainOption = None,
+    skip_bad: Annotated[
+        bool,
+        typer.Option(
+            "--skip-bad", help="Import the good conversations and report the bad ones (default: stop)."
+        ),
+    ] = False,
+    region: Annotated[
+        str, typer.Option(help="Phone numbers without a country code are read as this region's (ISO code).")
+    ] = "US",
+    teacher: ModelOption = None,
+    db: DbOption = None,
+    json_out: JsonOption = False,
+) -> None:
+    """Import real support conversations: each is redacted (emails, phone numbers, card numbers,
+    addresses, names) before any model sees it, then the teacher extracts a scenario from it.
+
+    The whole file is read and checked first: a malformed line stops the import with one line
+    naming it, unless --skip-bad. Conversations and scenarios are stored in one transaction at the
+    end, so a failure leaves nothing half-imported. Conversations already imported (same id) are
+    skipped."""
+    import asyncio
+
+    from ..engine.harvest import OfflineJob
+    from ..engine.transcripts import import_transcripts
+    from ..importers.transcripts import read_transcripts
+    from ..redact import Redactor
+    from ..roles import Teacher
+    from .views import progress
+
+    read = read_transcripts(file, skip_bad=skip_bad)  # before the database or any model
+    store = open_store(db, create=True)
+    d = resolve_domain(store, domain)
+    model = role_model("teacher", teacher)
+    job = OfflineJob(store, d, "import-transcripts", {"file": str(file), "models": {"teacher": model.name}})
+
+    async def go() -> Any:
+        try:
+            with progress(not json_out) as rep:
+                return await import_transcripts(
+                    store,
+                    d,
+                    read.transcripts,
+                    Teacher(job.wrap(model, "teacher"), d),
+                    redactor=Redactor(region, keep=[d.company, d.name]),
+                    skip_bad=skip_bad,
+                    ledger=job.ledger,
+                    reporter=rep,
+                )
+        finally:
+            await model.aclose()
+
+    try:
+        result = asyncio.run(go())
+    except StrategistError as exc:
+        job.finish({}, failed=str(exc))
+        raise
+    summary = job.finish({"file": str(file), "bad_lines": len(read.errors), **result.as_dict()})
+    if json_out:
+        print_json({**summary, "errors": read.errors})
+        return
+    say(
+        f"imported {len(result.conversations)} conversations into domain '{d.id}' "
+        f"and {len(result.scenarios)} scenarios (origin harvested, split train)"
+    )
+    if result.redactions:
+        say("redacted: " + ", ".join(f"{n} {k.lower()}" for k, n in sorted(result.redactions.items())))
+    if result.already:
+        say(f"skipped {result.already} conversations imported before (same id)")
+    for label, like, sim in result.harvest.duplicates:
+        say(f"no scenario from {label}: a near-duplicate of scenario {like} (similarity {sim:.2f})")
+    bad = len(read.errors) + len(result.failed)
+    if bad:
+        say(f"skipped {bad} bad conversations (--skip-bad):")
+        for e in [*read.errors, *(f"{c}: {e}" for c, e in result.failed)]:
+            say(f"  {e}")

@@ -82,7 +82,8 @@ def strategies_list(
     if flagged:
         rows = [r for r in rows if r.policy_check and r.policy_check.get("conflict")]
     if json_out:
-        print_json([_strategy_dict(r) for r in rows])
+        outcomes = store.strategy_outcomes([r.id for r in rows if r.id is not None])
+        print_json([{**_strategy_dict(r), "traffic": _outcomes_json(outcomes.get(r.id or 0))} for r in rows])
         return
 
     from ..audit.evidence import gain_text
@@ -92,9 +93,23 @@ def strategies_list(
     # policy flag its clause, and the domain column goes when every row has the same one.
     narrow = console.width < 120
     one_domain = len({r.domain_id for r in rows}) <= 1
-    columns = ["id", "domain", "status", "v", "gain [CI]", "policy", "trigger"]
+    from ..audit.production import traffic_cell
+
+    outcomes = store.strategy_outcomes([r.id for r in rows if r.id is not None])
+    columns = ["id", "domain", "status", "v", "gain [CI]", "policy", "traffic", "trigger"]
+    # On a narrow terminal the production counts take room only when there are some.
+    with_traffic = not narrow or bool(outcomes)
     if narrow:
-        columns = ["id", *([] if one_domain else ["domain"]), "status", "v", "gain", "policy", "trigger"]
+        columns = [
+            "id",
+            *([] if one_domain else ["domain"]),
+            "status",
+            "v",
+            "gain",
+            "policy",
+            *(["traffic"] if with_traffic else []),
+            "trigger",
+        ]
 
     def cells(r: StrategyRow) -> tuple[Any, ...]:
         e = GateEvidence.from_stored(r.evidence)
@@ -107,11 +122,13 @@ def strategies_list(
                 r.version,
                 gain_text(e),
                 short(flag, 30),
+                traffic_cell(outcomes.get(r.id or 0)),
                 short(r.trigger, 50),
             )
         gain = "-" if e.mean_delta is None else f"{e.mean_delta:+.3f}"
         domain_cell = () if one_domain else (r.domain_id,)
-        return (r.id, *domain_cell, r.status, r.version, gain, flag.split(":")[0], r.trigger)
+        traffic = (traffic_cell(outcomes.get(r.id or 0)),) if with_traffic else ()
+        return (r.id, *domain_cell, r.status, r.version, gain, flag.split(":")[0], *traffic, r.trigger)
 
     table(f"{len(rows)} strategies", columns, [cells(r) for r in rows])
 
@@ -132,9 +149,18 @@ def strategies_show(
         d = _strategy_dict(r)
         d["versions"] = [v.model_dump(mode="json") for v in store.strategy_versions(strategy_id)]
         d["reviews"] = [v.model_dump(mode="json") for v in store.reviews(strategy_id)]
+        d["traffic"] = _outcomes_json(store.strategy_outcomes([strategy_id]).get(strategy_id))
         print_json(d)
         return
     print_strategy(store, r, dialogues=dialogues)
+
+
+def _outcomes_json(outcomes: dict[int, tuple[int, int]] | None) -> dict[str, Any]:
+    """Judged captured conversations this strategy was in, good and poor, per version and in all."""
+    by_version = {f"v{v}": {"good": g, "poor": p} for v, (g, p) in sorted((outcomes or {}).items())}
+    good = sum(x["good"] for x in by_version.values())
+    poor = sum(x["poor"] for x in by_version.values())
+    return {"good": good, "poor": poor, "by_version": by_version}
 
 
 # -- single review actions -----------------------------------------------------------------------

@@ -96,6 +96,9 @@ def print_strategy(store: Store, row: StrategyRow, *, dialogues: int = 1, pairs_
         except NotFoundError:
             title = None
     say("provenance: " + provenance_line(p, title))
+    from ..audit.production import traffic_line
+
+    say("production: " + traffic_line(store.strategy_outcomes([row.id or 0]).get(row.id or 0), row.version))
     e = GateEvidence.from_stored(row.evidence)
     source = source_line(e)
     if source:
@@ -221,6 +224,7 @@ def print_summary(s: dict[str, Any]) -> None:
     rows = [
         ("rounds completed", s["rounds_completed"]),
         ("scenarios generated / used", f"{s['scenarios_generated']} / {s['scenarios_used']}"),
+        *([("scenarios harvested", s["scenarios_harvested"])] if s.get("scenarios_harvested") else []),
         ("dialogues", s["dialogues"]),
         ("mean score (no strategies)", mean),
         ("candidates proposed", s["candidates"]),

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
+from .dialogue import Turn
 from .tools import ToolsConfig
 
 Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_-]*$", max_length=64)]
@@ -209,6 +210,21 @@ class Scenario(BaseModel):
     origin: Origin = "imported"
     split: Split = "train"
     max_turns: int | None = Field(default=None, ge=1, le=50)
+    # A harvested scenario replays the conversation up to where the agent went wrong: these turns
+    # (customer, agent replies, tool steps) open every dialogue, and ``opening`` is their first
+    # customer message. ``max_turns`` then counts the agent turns after them.
+    prefix: list[Turn] = Field(default_factory=list)
+    # Where a harvested scenario came from: {"kind": "dialogue" | "transcript" | "traffic", ids}.
+    source: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _prefix_shape(self) -> Scenario:
+        if self.prefix:
+            if self.prefix[0].role != "customer" or self.prefix[-1].role != "customer":
+                raise ValueError("prefix: must begin and end with a customer turn")
+            if self.prefix[0].content != self.opening:
+                raise ValueError("prefix: its first customer turn must be the opening")
+        return self
 
     def problems_with(self, domain: Domain) -> list[tuple[str, str]]:
         """(field, problem) pairs where this scenario does not fit its domain."""
@@ -239,7 +255,15 @@ class Scenario(BaseModel):
         return " ".join((self.key or self.title).split()).casefold()
 
     def fingerprint_text(self) -> str:
-        return " ".join([self.intent, self.goal, self.opening, *self.known_facts, *self.hidden_facts])
+        replayed = [t.content for t in self.prefix[1:] if t.role == "customer" or t.is_reply]
+        return " ".join(
+            [self.intent, self.goal, self.opening, *replayed, *self.known_facts, *self.hidden_facts]
+        )
+
+    @property
+    def opening_turns(self) -> list[Turn]:
+        """The turns every dialogue of this scenario starts with."""
+        return [t.model_copy() for t in self.prefix] or [Turn(role="customer", content=self.opening)]
 
 
 def persona_key(persona: dict[str, str]) -> str:

@@ -6,7 +6,8 @@
   each, none is merged, and every one goes through the gate to its cap (--max-samples). A gate
   scenario's no-strategy dialogues are shared by every candidate tried on it, so they are counted
   once per scenario and sample, not once per candidate. With tools, every agent turn takes all its
-  tool steps (the low end: none).
+  tool steps (the low end: none). With ``--harvest N``, N scenarios are harvested a round (a
+  teacher call each).
 
 Both ends count every dialogue at its full length (a customer who says the stop marker early
 ends it with fewer calls) and every structured output as valid at the first attempt (each
@@ -135,8 +136,10 @@ def estimate(
         }
 
     low = {"teacher": writes, **dialogue_calls(selection, min(limits))}
+    # --harvest N: a teacher call per harvested scenario, up to N a round (none when nothing is weak).
+    harvests = config.rounds * min(config.harvest, max(work) if work else 0)
     high = {
-        "teacher": writes + 2 * worked,  # a reference reply and a proposal per coached scenario
+        "teacher": writes + 2 * worked + harvests,  # a reference reply and a proposal per coached scenario
         **dialogue_calls(selection + with_strategy + without_strategy, max(limits), tool_steps),
     }
     high["judge"] += pairwise

@@ -60,6 +60,8 @@ class GrowConfig:
     # A weak scenario whose samples' scores spread at least this much is coached from the contrast
     # of its best and worst run (the best one shows what the student can already do).
     contrast_spread: float = 0.05
+    harvest: int = 0  # scenarios harvested per round from its weak dialogues (worked on next round)
+    harvest_below: float = 0.6  # dialogues scoring below this are harvested
     gate: GateConfig = field(default_factory=GateConfig)
     budget: Budget = field(default_factory=Budget)
 
@@ -109,6 +111,7 @@ class GrowSummary:
     partial_judgements: int = 0
     flagged_dialogues: int = 0
     gate_pairs: int = 0  # judged pairs the gate used, over every candidate
+    scenarios_harvested: int = 0
 
     @property
     def unjudged_rate(self) -> float | None:
@@ -275,10 +278,60 @@ class Grower(Runner):
                     weak.append((mean, s, judged))
         weak.sort(key=lambda t: (t[0], t[1].id))
         self.reporter.log(f"{len(weak)} of {len(working)} scenarios below {self.config.weak_threshold:.2f}")
+        if self.config.harvest:
+            await self._harvest(round_no, working, results)
 
         for _mean, scenario, judged in weak:
             for cand in await self._coach(round_no, scenario, judged):
                 await self._gate(round_no, scenario, cand)
+
+    # -- harvesting (--harvest N) ------------------------------------------------------------
+    async def _harvest(self, round_no: int, working: list[Scenario], results: list[Scored]) -> None:
+        """Turn the round's weakest judged dialogues into scenarios (see engine/harvest.py); the
+        next rounds work on them first."""
+        from .harvest import HarvestConfig, Harvester
+
+        left = self.config.harvest - len(self.store.scenarios_of_run(self.run_id, round_no, "harvested"))
+        if left <= 0:  # resuming a round that harvested already
+            return
+        done = self.store.harvested_from("dialogue")
+        samples = self.config.gate.samples
+        weak = []
+        for i, s in enumerate(working):
+            judged = [x for x in results[i * samples : (i + 1) * samples] if x.judgement is not None]
+            judged = [x for x in judged if x.judgement and x.judgement.score < self.config.harvest_below]
+            judged = [x for x in judged if x.dialogue.id not in done and not x.dialogue.error]
+            if judged:
+                worst = min(
+                    judged, key=lambda x: (x.judgement.score if x.judgement else 1.0, x.dialogue.sample)
+                )
+                assert worst.judgement is not None
+                weak.append((worst.dialogue, worst.judgement, s))
+        weak.sort(key=lambda t: (t[1].score, t[0].id or 0))
+        if not weak:
+            return
+        self.reporter.stage(f"round {round_no}: harvesting scenarios", min(left, len(weak)))
+        config = HarvestConfig(
+            below=self.config.harvest_below,
+            max=left,
+            duplicate_threshold=self.config.duplicate_threshold,
+            seed=self.config.seed,
+        )
+        harvester = Harvester(
+            self.store,
+            self.domain,
+            self.teacher,
+            config,
+            run_id=self.run_id,
+            round_no=round_no,
+            ledger=self.ledger,
+            reporter=self.reporter,
+        )
+        result = await harvester.from_dialogues(weak)
+        self.reporter.log(
+            f"harvested {len(result.added)} scenarios from weak dialogues"
+            + (f" ({len(result.duplicates)} near-duplicates dropped)" if result.duplicates else "")
+        )
 
     # -- step 1: scenarios -----------------------------------------------------------------
     async def _generate(self, round_no: int) -> list[Scenario]:
@@ -349,9 +402,30 @@ class Grower(Runner):
         current = self.store.run_scenario_ids(self.run_id, selection, round_no=round_no)
         scores = self.store.scenario_scores(self.domain.id)
         new_ids = {s.id for s in new}
-        pool = [s for s in self._train() if s.id not in new_ids and s.id not in earlier]
+        # Scenarios this run harvested from its own weak dialogues come first (after a resumed
+        # round's own): they are where this student actually failed.
+        harvested = {
+            s.id
+            for r in range(1, round_no)
+            for s in self.store.scenarios_of_run(self.run_id, r, "harvested")
+            if s.split == "train"
+        }
+        train = self._train()
+        have = {s.id for s in train}
+        train += [
+            s
+            for s in self.store.list_scenarios(self.domain.id, split="train")
+            if s.id in harvested and s.id not in have
+        ]
+        pool = [s for s in train if s.id not in new_ids and s.id not in earlier]
         pool.sort(
-            key=lambda s: (s.id not in current, s.id in scores, scores.get(s.id or 0, (0.0, 0))[0], s.id)
+            key=lambda s: (
+                s.id not in current,
+                s.id not in harvested,
+                s.id in scores,
+                scores.get(s.id or 0, (0.0, 0))[0],
+                s.id,
+            )
         )
         return new + pool[:room]
 
@@ -706,6 +780,7 @@ class Grower(Runner):
             stop_reason=reason,
             rounds_completed=self.rounds_completed,
             scenarios_generated=counts["scenarios_generated"],
+            scenarios_harvested=counts["scenarios_harvested"],
             scenarios_used=counts["scenarios_used"],
             dialogues=counts["dialogues"],
             mean_score=counts["mean_baseline_score"],

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
-from ..core.dialogue import Dialogue, Judgement, StrategyText, Turn
+from ..core.dialogue import Dialogue, Judgement, StrategyText
 from ..core.domain import Domain, Scenario
 from ..core.runs import EventKind
 from ..core.tools import ToolSpec
@@ -203,7 +203,7 @@ class Runner:
                     seed=seed,
                     sample=sample,
                     condition=condition,
-                    turns=[Turn(role="customer", content=scenario.opening)],
+                    turns=scenario.opening_turns,
                     ended_by="error",
                     error=one_line(exc),
                     student_model=self.student.model.name,

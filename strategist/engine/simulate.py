@@ -42,7 +42,8 @@ async def simulate(
     """Run one dialogue. A model failure (or tools that stop working) ends it with
     ``ended_by='error'``; it never raises ModelError. Budget errors do propagate: the run must
     stop. A failing or malformed tool call is given back to the student as an error result."""
-    turns: list[Turn] = [Turn(role="customer", content=scenario.opening)]
+    # A harvested scenario opens with the conversation it was harvested from (see replay_prefix).
+    turns: list[Turn] = scenario.opening_turns
     d = Dialogue(
         scenario_id=scenario.id,
         seed=seed,
@@ -57,8 +58,10 @@ async def simulate(
     offered = (
         ToolParams(tuple(s.to_openai() for s in tool_specs)) if tools is not None and tool_specs else None
     )
-    used_ids: set[str] = set()
+    used_ids: set[str] = {c.id for t in turns for c in t.tool_calls}
     try:
+        if tools is not None and used_ids:
+            turns = await replay_tool_calls(turns, tools)
         for k in range(limit):
             picked = list(strategies(turns) if callable(strategies) else strategies)
             # Only stored strategies and candidates have refs; fixed guidelines are not recorded per turn.
@@ -112,3 +115,32 @@ async def simulate(
         d.ended_by, d.error = "error", one_line(exc)
     d.turns = turns
     return d
+
+
+async def replay_tool_calls(turns: Sequence[Turn], tools: Toolset) -> list[Turn]:
+    """The replayed opening turns of a harvested scenario with their tool calls made again, in
+    order, in this dialogue's fresh tool state: what the agent looked up or changed before the
+    point it went wrong holds again (an order it cancelled is cancelled), and each result shown is
+    the one this state gave."""
+    out: list[Turn] = []
+    results: dict[str, Turn] = {}
+    for t in turns:
+        if t.role == "tool" and t.tool_call_id in results:
+            out.append(results.pop(t.tool_call_id))
+            continue
+        out.append(t)
+        for call in t.tool_calls:
+            result = await tools.call(call.name, call.function.arguments)
+            results[call.id] = t.model_copy(
+                update={
+                    "role": "tool",
+                    "content": result.content,
+                    "tool_call_id": call.id,
+                    "name": call.name,
+                    "error": result.error,
+                    "latency_ms": round(result.latency_ms, 3),
+                    "tool_calls": [],
+                    "strategies": [],
+                }
+            )
+    return out

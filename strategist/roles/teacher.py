@@ -1,10 +1,11 @@
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, create_model
 
 from ..core.cells import Cell
 from ..core.dialogue import Dialogue, Turn
@@ -31,6 +32,42 @@ class ScenarioDraft(Content):
     must_say: list[Phrase] = Field(default_factory=list, max_length=2)
     must_not_say: list[Phrase] = Field(default_factory=list, max_length=2)
     rubric: list[Item] = Field(default_factory=list, max_length=3)
+
+
+class HarvestDraft(Content):
+    """What the teacher reads from a conversation for a harvested scenario (see ``harvest_model``:
+    the model asked for adds intent, persona and the weakest turn where they are not known)."""
+
+    title: str = Field(min_length=3, max_length=120)
+    goal: str = Field(min_length=5, max_length=400)
+    known_facts: list[Item] = Field(default_factory=list, max_length=6)
+    hidden_facts: list[Item] = Field(default_factory=list, max_length=4)
+    must_say: list[Phrase] = Field(default_factory=list, max_length=2)
+    must_not_say: list[Phrase] = Field(default_factory=list, max_length=2)
+    rubric: list[Item] = Field(min_length=1, max_length=3)
+
+
+@functools.lru_cache(maxsize=64)
+def harvest_model(
+    intents: tuple[str, ...] | None,
+    persona: tuple[tuple[str, tuple[str, ...]], ...] | None,
+    turns: int | None,
+) -> type[HarvestDraft]:
+    """The draft asked for: with ``intents`` and ``persona`` (the domain's choices) when the
+    conversation's customer is not known, and ``weakest_turn`` (1 to ``turns``) when nobody judged
+    it. Choices are enums, so a backend that constrains output to the schema cannot go wrong."""
+    fields: dict[str, Any] = {}
+    if turns is not None:
+        fields["weakest_turn"] = (int, Field(ge=1, le=max(1, turns)))
+    if intents is not None:
+        fields["intent"] = (Literal[intents], ...)
+    if persona is not None:
+        dims: dict[str, Any] = {name: (Literal[values], ...) for name, values in persona}
+        fields["persona"] = (create_model("Persona", **dims), ...)
+    if not fields:
+        return HarvestDraft
+    model: type[HarvestDraft] = create_model("Harvest", __base__=HarvestDraft, **fields)
+    return model
 
 
 class Proposal(Content):
@@ -180,3 +217,49 @@ class Teacher:
             attempts=self.attempts,
         )
         return out.strategies[:max_strategies]
+
+    async def harvest(
+        self,
+        transcript: str,
+        *,
+        agent_turns: int,
+        weak_turn: int | None,
+        critique: str = "",
+        outcome: str = "",
+        persona: dict[str, str] | None = None,
+        intent: str | None = None,
+        seed: int | None = None,
+    ) -> tuple[HarvestDraft, dict[str, Any]]:
+        """Read a scenario from a conversation (``transcript``, agent turns numbered). Without
+        ``persona``/``intent`` the teacher picks them from the domain's; without ``weak_turn`` it
+        names the turn. Returns the draft and what it chose: {intent, persona, weakest_turn}."""
+        known = persona is not None and intent is not None
+        model = harvest_model(
+            None if known else tuple(i.id for i in self.domain.intents),
+            None if known else tuple((k, tuple(v)) for k, v in self.domain.persona_dimensions.items()),
+            None if weak_turn is not None else max(1, agent_turns),
+        )
+        prompt = render(
+            "teacher_harvest.j2",
+            domain=self.domain,
+            transcript=transcript,
+            weak_turn=weak_turn,
+            critique=critique,
+            outcome=outcome,
+            persona=persona if known else None,
+            intent=self.domain.intent(intent) if known and intent else None,
+        )
+        draft, _ = await complete_structured(
+            self.model,
+            [{"role": "user", "content": prompt}],
+            model,
+            sampling=replace(self.scenario_sampling, seed=seed),
+            attempts=self.attempts,
+        )
+        data = draft.model_dump()
+        chosen = {
+            "intent": intent if known else data["intent"],
+            "persona": dict(persona or {}) if known else dict(data["persona"]),
+            "weakest_turn": weak_turn if weak_turn is not None else data["weakest_turn"],
+        }
+        return draft, chosen

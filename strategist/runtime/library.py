@@ -86,7 +86,9 @@ class StrategyLibrary:
     Only *approved* strategies are used unless ``include_pending`` (for experiments; every
     result says when it was on), and only those scoring above ``min_score`` (BM25).
     ``template`` is a Jinja2 file of your own for the system prompt; it receives
-    ``system_prompt`` (your prompt, or None), ``domain`` and ``strategies``.
+    ``system_prompt`` (your prompt, or None), ``domain`` and ``strategies``. ``release``: a
+    release label (``production``) or name: only the strategy versions it pinned are used (see
+    ``strategist release``), and a label follows its promotions and rollbacks.
     """
 
     def __init__(
@@ -106,8 +108,13 @@ class StrategyLibrary:
         flush_every: int = 256,
         flush_seconds: float = 5.0,
         owns_store: bool = False,
+        release: str | None = None,
     ) -> None:
         _check_limits(k, budget)
+        if release is not None and include_pending:
+            raise StrategistError(
+                "a release holds approved strategies only: include_pending does not go with it"
+            )
         self.store = store
         self.default_domain = domain
         self.k = k
@@ -115,6 +122,11 @@ class StrategyLibrary:
         self.include_pending = include_pending
         self.min_score = min_score
         self.token_counter = token_counter or estimate_tokens
+        if release is not None:
+            from .rankers import ReleaseRanker
+
+            ranker = ReleaseRanker(store, release)
+        self.release = release
         self.ranker = ranker or default_ranker(store)
         self.reranker = Reranker(embedder, depth=rerank_depth) if embedder else None
         self.template = Path(template) if template else None
@@ -209,6 +221,10 @@ class StrategyLibrary:
         budget = _setting(options.get("budget"), self.budget)
         _check_limits(k, budget)
         pending = _setting(options.get("include_pending"), self.include_pending)
+        if pending and self.release is not None:
+            raise StrategistError(
+                "a release holds approved strategies only: include_pending does not go with it"
+            )
         dom = self.domain_id(options.get("domain"))
         segments = conversation_segments(messages)
         terms = query_terms(segments)
@@ -216,12 +232,12 @@ class StrategyLibrary:
         statuses = APPROVED_AND_PENDING if pending else APPROVED
         hits = self.ranker.rank(terms, domain=dom, statuses=statuses, limit=pool, enough=k) if k else []
         kept = [h for h in hits if h.score > self.min_score]
-        if hits and not kept and self.store.count_strategies(dom, statuses) < SMALL_LIBRARY:
+        if hits and not kept and self.ranker.size(dom, statuses) < SMALL_LIBRARY:
             # Below this size every shared word sits in "half the library or more", where BM25
             # floors its weight: the floor says nothing here, and a match is still a match.
             kept = hits
         ranker = self.ranker.name + ("+embeddings" if self.reranker else "")
-        settings = Retrieval(dom, [], terms, k, budget, pending, ranker)
+        settings = Retrieval(dom, [], terms, k, budget, pending, ranker, self.ranker.release)
         query_text = "\n".join(text for text, _ in segments)
         return _Ranked(settings, query_text, kept, [h.score for h in kept])
 

@@ -45,6 +45,17 @@ class Ranker(abc.ABC):
             return []
         return self._rank(terms, domain, statuses, limit, limit if enough is None else min(enough, limit))
 
+    def size(self, domain: str, statuses: Sequence[str]) -> int:
+        """How many strategies of ``domain`` this ranker ranks."""
+        return self.store.count_strategies(domain, statuses)
+
+    @property
+    def release(self) -> str | None:
+        """The release whose strategies it ranks (None: the live library)."""
+        return None
+
+    store: Store
+
     @abc.abstractmethod
     def _rank(
         self, terms: Sequence[QueryTerm], domain: str, statuses: Sequence[str], limit: int, enough: int
@@ -223,6 +234,67 @@ class PythonRanker(Ranker):
         self, terms: Sequence[QueryTerm], domain: str, statuses: Sequence[str], limit: int, enough: int
     ) -> list[SearchHit]:
         hits: list[SearchHit] = self._index(domain, statuses).search(terms, limit)
+        return hits
+
+
+class ReleaseRanker(Ranker):
+    """BM25 (computed in Python) over exactly the strategy versions a release pinned: their words as
+    they were when the release was made, whatever has been edited, approved or retired since.
+
+    ``ref`` is a label (``production``) or a release name. A label is looked up again every
+    ``check_every`` seconds: once someone promotes or rolls it back, the next retrievals use the
+    release it points at now; until then, the same strategies."""
+
+    name = "release"
+
+    def __init__(self, store: Store, ref: str, *, check_every: float = 2.0) -> None:
+        self.store = store
+        self.ref = ref
+        self.check_every = check_every
+        self._lock = threading.Lock()
+        self._checked = 0.0
+        self._release: tuple[int, str] | None = None
+        self._indexes: dict[str, Any] = {}
+        self._current()  # an unknown label or release fails here, at start-up
+
+    def _current(self) -> tuple[int, str]:
+        now = time.monotonic()
+        with self._lock:
+            if self._release is None or now - self._checked >= self.check_every:
+                row, _label = self.store.resolve_release(self.ref)
+                assert row.id is not None
+                if self._release is None or self._release[0] != row.id:
+                    self._release = (row.id, row.name)
+                    self._indexes = {}
+                self._checked = now
+            return self._release
+
+    def _index(self, domain: str) -> Any:
+        from ..store.search import StrategyDoc
+        from .bm25 import BM25Index
+
+        release_id, _ = self._current()
+        with self._lock:
+            index = self._indexes.get(domain)
+            if index is None:
+                docs = [
+                    StrategyDoc(s.strategy_id, s.version, "approved", s.trigger, s.guidance, s.example)
+                    for s in self.store.released_strategies(release_id, domain)
+                ]
+                index = self._indexes[domain] = BM25Index(docs)
+            return index
+
+    @property
+    def release(self) -> str | None:
+        return self._current()[1]
+
+    def size(self, domain: str, statuses: Sequence[str]) -> int:
+        return len(self._index(domain))
+
+    def _rank(
+        self, terms: Sequence[QueryTerm], domain: str, statuses: Sequence[str], limit: int, enough: int
+    ) -> list[SearchHit]:
+        hits: list[SearchHit] = self._index(domain).search(terms, limit)
         return hits
 
 

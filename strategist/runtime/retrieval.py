@@ -84,6 +84,7 @@ class Retrieval:
     budget: int | None
     include_pending: bool
     ranker: str
+    release: str | None = None  # the release it ranked (None: the live approved set)
 
     @property
     def refs(self) -> list[str]:
@@ -107,6 +108,7 @@ class Retrieval:
             "budget": self.budget,
             "include_pending": self.include_pending,
             "ranker": self.ranker,
+            "release": self.release,
             "query": {t.stem: t.weight for t in self.query},
         }
 

@@ -290,6 +290,97 @@ def m006_domain_source(conn: Connection) -> None:
 
 
 @migration
+def m007_conversations(conn: Connection) -> None:
+    """Real conversations (imported transcripts, traffic captured by ``serve --capture``), stored
+    redacted, and per strategy version the counts of judged conversations it was in, good or poor."""
+    md = sa.MetaData()
+    S, Int, F = sa.String, sa.Integer, sa.Float
+    sa.Table("domains", md, sa.Column("id", S, primary_key=True))
+    sa.Table("scenarios", md, _id())
+    sa.Table("strategies", md, _id())
+    sa.Table(
+        "conversations",
+        md,
+        _id(),
+        sa.Column("domain_id", S, sa.ForeignKey("domains.id"), nullable=False, index=True),
+        sa.Column("source", S, nullable=False, index=True),
+        sa.Column("external_id", S),
+        sa.Column("exchange_hash", S, index=True),
+        _json("messages"),
+        _json("strategies"),
+        _json("meta"),
+        _json("redactions"),
+        _at("started_at", nullable=True),
+        sa.Column("score", F),
+        _json("judgement", nullable=True),
+        _at("judged_at", nullable=True),
+        _fk("scenario_id", "scenarios.id", index=False),
+        _at(),
+        _at("updated_at"),
+    )
+    sa.Table(
+        "strategy_outcomes",
+        md,
+        sa.Column("strategy_id", Int, sa.ForeignKey("strategies.id"), primary_key=True),
+        sa.Column("version", Int, primary_key=True),
+        sa.Column("good", Int, nullable=False),
+        sa.Column("poor", Int, nullable=False),
+        _at("updated_at"),
+    )
+    md.create_all(conn, tables=[md.tables["conversations"], md.tables["strategy_outcomes"]])
+
+
+@migration
+def m008_releases(conn: Connection) -> None:
+    """Releases: immutable snapshots of the approved strategies (id and version), labels that point
+    at one (``production``), and the trail of who created, promoted and rolled back what."""
+    md = sa.MetaData()
+    S, Int = sa.String, sa.Integer
+    sa.Table("strategies", md, _id())
+    sa.Table(
+        "releases",
+        md,
+        _id(),
+        sa.Column("name", S, nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        sa.Column("created_by", S, nullable=False),
+        sa.Column("size", Int, nullable=False),
+        _at(),
+        sa.UniqueConstraint("name"),
+    )
+    sa.Table(
+        "release_strategies",
+        md,
+        sa.Column("release_id", Int, sa.ForeignKey("releases.id"), primary_key=True),
+        sa.Column("strategy_id", Int, sa.ForeignKey("strategies.id"), primary_key=True),
+        sa.Column("version", Int, nullable=False),
+        sa.Column("domain_id", S, nullable=False),
+    )
+    sa.Table(
+        "release_labels",
+        md,
+        sa.Column("label", S, primary_key=True),
+        sa.Column("release_id", Int, sa.ForeignKey("releases.id"), nullable=False),
+        sa.Column("updated_by", S, nullable=False),
+        _at("updated_at"),
+    )
+    sa.Table(
+        "release_actions",
+        md,
+        _id(),
+        sa.Column("action", S, nullable=False),
+        _fk("release_id", "releases.id", nullable=False),
+        sa.Column("label", S),
+        _fk("previous_release_id", "releases.id", index=False),
+        sa.Column("actor", S, nullable=False),
+        sa.Column("note", sa.Text, nullable=False),
+        _at(),
+    )
+    new = ["releases", "release_strategies", "release_labels", "release_actions"]
+    md.create_all(conn, tables=[md.tables[n] for n in new])
+
+
+@migration
 def m009_judgement_parts(conn: Connection) -> None:
     """A judgement scored without its rubric answer (the judge's structured answer failed: it fell
     back to the checks and the rating), and the simulated customer's faults found in its dialogue."""

@@ -24,7 +24,9 @@ from ..core.splits import SPLITS
 from ..errors import NotFoundError, StrategistError, one_line
 from . import migrations
 from .audit import AuditStoreMixin
+from .conversations import ConversationStoreMixin
 from .engine import make_engine
+from .releases import ReleaseStoreMixin
 from .search import SearchStoreMixin
 from .tables import (
     CandidateRow,
@@ -84,7 +86,7 @@ _MIGRATE_LOCK = 0x5374726174  # "Strat": the PostgreSQL advisory lock taken whil
 _SQLITE_MIGRATION_RACE = ("already exists", "duplicate column", "UNIQUE constraint failed: schema_migrations")
 
 
-class Store(SearchStoreMixin, AuditStoreMixin):
+class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseStoreMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
 
@@ -614,9 +616,13 @@ class Store(SearchStoreMixin, AuditStoreMixin):
                 .join(DialogueRow, col(DialogueRow.id) == JudgementRow.dialogue_id)
                 .where(DialogueRow.run_id == run_id, DialogueRow.condition == "baseline")
             ).one()
-            generated = s.exec(
-                select(func.count()).select_from(ScenarioRow).where(ScenarioRow.run_id == run_id)
-            ).one()
+            made = dict(
+                s.exec(
+                    select(ScenarioRow.origin, func.count())
+                    .where(ScenarioRow.run_id == run_id)
+                    .group_by(col(ScenarioRow.origin))
+                ).all()
+            )
             judged = s.exec(
                 select(func.count())
                 .select_from(JudgementRow)
@@ -630,7 +636,8 @@ class Store(SearchStoreMixin, AuditStoreMixin):
             "dialogues": int(dialogues),
             "judged": int(judged),
             "scenarios_used": int(used),
-            "scenarios_generated": int(generated),
+            "scenarios_generated": int(made.get("generated", 0)),
+            "scenarios_harvested": int(made.get("harvested", 0)),
             "mean_baseline_score": float(mean) if mean is not None else None,
         }
 
@@ -706,8 +713,10 @@ class Store(SearchStoreMixin, AuditStoreMixin):
         with self.session() as s:
             return set(s.exec(q.distinct()))
 
-    def scenarios_of_run(self, run_id: int, round_no: int) -> list[Scenario]:
-        q = select(ScenarioRow).where(ScenarioRow.run_id == run_id, ScenarioRow.round == round_no)
+    def scenarios_of_run(self, run_id: int, round_no: int, origin: str = "generated") -> list[Scenario]:
+        q = select(ScenarioRow).where(
+            ScenarioRow.run_id == run_id, ScenarioRow.round == round_no, ScenarioRow.origin == origin
+        )
         with self.session() as s:
             return [self._scenario(r) for r in s.exec(q.order_by(col(ScenarioRow.id)))]
 

@@ -217,3 +217,87 @@ class ResponseCacheRow(SQLModel, table=True):
     model: str
     completion: dict[str, Any] = _json()
     created_at: datetime = _time()
+
+
+class ConversationRow(SQLModel, table=True):
+    """A real conversation: an imported transcript or one captured by ``serve --capture``. Stored
+    redacted (OpenAI-format messages); judged offline; harvested into a scenario (migration m007)."""
+
+    __tablename__ = "conversations"
+    id: int | None = Field(default=None, primary_key=True)
+    domain_id: str = Field(foreign_key="domains.id", index=True)
+    source: str = Field(index=True)  # transcript | traffic
+    external_id: str | None = None  # the transcript's id, or the conversation id a client sent
+    # Traffic: a digest of the conversation so far (before redaction), to find it when it goes on.
+    exchange_hash: str | None = Field(default=None, index=True)
+    messages: list[Any] = _json_list()
+    # Per message: the refs of the strategies in the prompt that answered it (assistant messages).
+    strategies: list[Any] = _json_list()
+    meta: dict[str, Any] = _json()
+    redactions: dict[str, Any] = _json()
+    started_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+    score: float | None = None
+    judgement: dict[str, Any] | None = _json(nullable=True)
+    judged_at: datetime | None = Field(default=None, sa_column=Column(DateTime(timezone=True), nullable=True))
+    scenario_id: int | None = Field(default=None, foreign_key="scenarios.id")
+    created_at: datetime = _time()
+    updated_at: datetime = _time()
+
+
+class StrategyOutcomeRow(SQLModel, table=True):
+    """How often a strategy version was in the prompt of a captured conversation the judge found
+    good, or poor: evidence from production (migration m007)."""
+
+    __tablename__ = "strategy_outcomes"
+    strategy_id: int = Field(foreign_key="strategies.id", primary_key=True)
+    version: int = Field(primary_key=True)
+    good: int = 0
+    poor: int = 0
+    updated_at: datetime = _time()
+
+
+class ReleaseRow(SQLModel, table=True):
+    """An immutable snapshot of the approved strategies (migration m008)."""
+
+    __tablename__ = "releases"
+    __table_args__ = (UniqueConstraint("name"),)
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    note: str = ""
+    created_by: str
+    size: int  # strategies in it: a promote checks every one of them is there
+    created_at: datetime = _time()
+
+
+class ReleaseStrategyRow(SQLModel, table=True):
+    __tablename__ = "release_strategies"
+    release_id: int = Field(foreign_key="releases.id", primary_key=True)
+    strategy_id: int = Field(foreign_key="strategies.id", primary_key=True)
+    version: int
+    domain_id: str
+
+
+class ReleaseLabelRow(SQLModel, table=True):
+    """Where a label (``production``) points now; its history is in release_actions."""
+
+    __tablename__ = "release_labels"
+    label: str = Field(primary_key=True)
+    release_id: int = Field(foreign_key="releases.id")
+    updated_by: str
+    updated_at: datetime = _time()
+
+
+class ReleaseActionRow(SQLModel, table=True):
+    """The releases' part of the review trail: created, promoted, rolled back; who and when."""
+
+    __tablename__ = "release_actions"
+    id: int | None = Field(default=None, primary_key=True)
+    action: str  # created | promoted | rolled_back
+    release_id: int = Field(foreign_key="releases.id", index=True)
+    label: str | None = None
+    previous_release_id: int | None = Field(default=None, foreign_key="releases.id")
+    actor: str
+    note: str = ""
+    created_at: datetime = _time()
