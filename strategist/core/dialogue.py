@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -199,7 +200,7 @@ class Judgement(BaseModel):
     rubric: list[RubricResult] = Field(default_factory=list)
     rating: float | None = None  # 1..5
     rating_method: RatingMethod | None = None
-    score: float  # 0..1, see scoring.overall_score
+    score: float  # 0..1, see overall_score
     critique: str = ""
     weakest_turn: int | None = None  # 1-based index among student turns
     # The rubric answer failed after its re-asks: scored on the checks and the rating only.
@@ -210,6 +211,21 @@ class Judgement(BaseModel):
     def score_on(self, *, rubric: bool) -> float:
         """The score from the checks, the rating and (if ``rubric``) the rubric: two judgements
         are compared on the parts both have."""
-        from .scoring import overall_score
-
         return overall_score(self.checks, self.rubric if rubric else [], self.rating)
+
+
+RATING_MIN, RATING_MAX = 1, 5
+
+
+def overall_score(
+    checks: Sequence[CheckResult], rubric: Sequence[RubricResult], rating: float | None
+) -> float:
+    """Mean of the parts that exist: check pass rate, rubric pass rate, rating rescaled to [0, 1]."""
+    parts: list[float] = []
+    if checks:
+        parts.append(sum(c.passed for c in checks) / len(checks))
+    if rubric:
+        parts.append(sum(r.passed for r in rubric) / len(rubric))
+    if rating is not None:
+        parts.append((rating - RATING_MIN) / (RATING_MAX - RATING_MIN))
+    return sum(parts) / len(parts) if parts else 0.0

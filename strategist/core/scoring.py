@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 
-from .dialogue import CheckResult, Dialogue, RubricResult
+from .dialogue import RATING_MAX, RATING_MIN, CheckResult, Dialogue, overall_score
 from .domain import SuccessCriteria
 
-RATING_MIN, RATING_MAX = 1, 5
+__all__ = ["RATING_LABELS", "expected_rating", "overall_score", "parse_rating", "run_checks"]
+
 RATING_LABELS = tuple(str(r) for r in range(RATING_MIN, RATING_MAX + 1))
 
 
@@ -67,17 +67,3 @@ def parse_rating(text: str) -> int | None:
     """The first standalone digit in the rating range, e.g. 'Rating: 4' -> 4."""
     m = re.search(rf"(?<!\d)([{RATING_MIN}-{RATING_MAX}])(?!\d)", text)
     return int(m.group(1)) if m else None
-
-
-def overall_score(
-    checks: Sequence[CheckResult], rubric: Sequence[RubricResult], rating: float | None
-) -> float:
-    """Mean of the parts that exist: check pass rate, rubric pass rate, rating rescaled to [0, 1]."""
-    parts: list[float] = []
-    if checks:
-        parts.append(sum(c.passed for c in checks) / len(checks))
-    if rubric:
-        parts.append(sum(r.passed for r in rubric) / len(rubric))
-    if rating is not None:
-        parts.append((rating - RATING_MIN) / (RATING_MAX - RATING_MIN))
-    return sum(parts) / len(parts) if parts else 0.0

@@ -72,7 +72,9 @@ def answer_schema(tools: ToolParams) -> dict[str, Any] | None:
         return None
     must_call = tools.choice == "required" or isinstance(tools.choice, dict)
     if not must_call:
-        branches.insert(0, {"type": "object", "properties": {REPLY: {"type": "string"}}, "required": [REPLY]})
+        # Not empty (a small model otherwise "replies" with nothing after a tool result), and bounded.
+        reply = {"type": "string", "minLength": 1, "maxLength": MAX_REPLY_CHARS}
+        branches.insert(0, {"type": "object", "properties": {REPLY: reply}, "required": [REPLY]})
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
 
 

@@ -71,8 +71,6 @@ class ConversationStoreMixin:
         """Store conversations (``ConversationRow`` fields) and the scenario extracted from each
         (or None), linked, in one transaction: all of them or nothing. Returns the conversation ids
         and the stored scenarios."""
-        from .store import _scenario_row
-
         ids: list[int] = []
         stored: list[Scenario] = []
         with self.session() as s:
@@ -87,7 +85,7 @@ class ConversationStoreMixin:
                     scenario = scenario.model_copy(
                         update={"source": {**(scenario.source or {}), "id": row.id}}
                     )
-                    srow = _scenario_row(scenario)
+                    srow = ScenarioRow.of(scenario)
                     s.add(srow)
                     s.flush()
                     row.scenario_id = srow.id
@@ -310,10 +308,8 @@ class ConversationStoreMixin:
         round: int | None = None,
     ) -> Scenario:
         """Store a harvested scenario (and link the conversation it came from) in one transaction."""
-        from .store import _scenario_row
-
         with self.session() as s:
-            srow = _scenario_row(scenario, run_id=run_id, round=round)
+            srow = ScenarioRow.of(scenario, run_id=run_id, round=round)
             s.add(srow)
             s.flush()
             if conversation_id is not None:

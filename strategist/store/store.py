@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, func, select
 
 from ..core.dialogue import Dialogue, Judgement, StrategyText
-from ..core.domain import Domain, Scenario, persona_key
+from ..core.domain import Domain, Scenario
 from ..core.evidence import GateEvidence
 from ..core.runs import FAILURE_KINDS, CandidateOutcome, EventKind, RunCommand, RunStatus
 from ..core.splits import SPLITS
@@ -63,21 +63,6 @@ def _put_domain(s: Session, domain: Domain, source: tuple[str, str | None] | Non
 
 def _evidence(evidence: GateEvidence | dict[str, Any]) -> dict[str, Any]:
     return evidence.stored() if isinstance(evidence, GateEvidence) else dict(evidence)
-
-
-def _scenario_row(scenario: Scenario, *, run_id: int | None = None, round: int | None = None) -> ScenarioRow:
-    return ScenarioRow(
-        domain_id=scenario.domain,
-        title=scenario.title,
-        intent=scenario.intent,
-        persona_key=persona_key(scenario.persona),
-        difficulty=scenario.difficulty,
-        origin=scenario.origin,
-        split=scenario.split,
-        spec=scenario.model_dump(mode="json", exclude={"id"}),
-        run_id=run_id,
-        round=round,
-    )
 
 
 _MIGRATE_TRIES = 10
@@ -183,7 +168,7 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
     def add_scenario(
         self, scenario: Scenario, *, run_id: int | None = None, round: int | None = None
     ) -> Scenario:
-        row = self._add(_scenario_row(scenario, run_id=run_id, round=round))
+        row = self._add(ScenarioRow.of(scenario, run_id=run_id, round=round))
         return scenario.model_copy(update={"id": row.id})
 
     @staticmethod
@@ -216,7 +201,7 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
             if domain is not None:
                 _put_domain(s, domain, source)
                 s.flush()  # the domain row first: the scenarios' foreign key points at it
-            rows = [_scenario_row(sc) for sc in scenarios]
+            rows = [ScenarioRow.of(sc) for sc in scenarios]
             s.add_all(rows)
             s.commit()
             return [sc.model_copy(update={"id": r.id}) for sc, r in zip(scenarios, rows, strict=True)]

