@@ -432,3 +432,47 @@ def test_roles_and_engine_do_not_import_mcp():
         cwd=Path(__file__).resolve().parent.parent,
     )
     assert out.stdout.strip() == "False"
+
+
+# -- the embedded model's prompted tool answers (the grammar, and reading it back) ----------------
+_ORDER_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_order",
+        "description": "Look up an order.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "order_id": {"type": "string"},
+                "items": {"type": "array", "items": {"type": "string"}},
+            },
+            "required": ["order_id"],
+        },
+    },
+}
+
+
+def test_the_prompted_answer_is_a_reply_or_a_bounded_call():
+    from strategist.models.base import ToolParams
+    from strategist.models.prompted_tools import MAX_ARGUMENT_CHARS, answer_schema
+
+    schema = answer_schema(ToolParams((_ORDER_TOOL,)))
+    reply, call = schema["anyOf"]
+    assert reply["properties"]["reply"]["minLength"] == 1  # an empty reply is no answer
+    args = call["properties"]["arguments"]["properties"]
+    assert args["order_id"]["maxLength"] == MAX_ARGUMENT_CHARS and args["items"]["maxItems"] > 0
+    forced = answer_schema(ToolParams((_ORDER_TOOL,), choice="required"))
+    assert forced["properties"]["tool"] == {"const": "get_order"}
+
+
+def test_past_the_tool_bound_the_prompted_answer_can_only_be_words():
+    from strategist.models.base import ToolParams
+    from strategist.models.prompted_tools import answer_schema, parse_answer
+
+    schema = answer_schema(ToolParams((_ORDER_TOOL,), choice="none"))
+    assert schema is not None and schema["required"] == ["reply"] and "anyOf" not in schema
+    assert answer_schema(ToolParams(())) is None
+    text, calls = parse_answer(
+        '{"reply": "Your order ships Monday."}', ToolParams((_ORDER_TOOL,), choice="none"), call_id="c"
+    )
+    assert (text, calls) == ("Your order ships Monday.", None)

@@ -57,7 +57,8 @@ def offered(tools: ToolParams) -> list[dict[str, Any]]:
 
 
 def answer_schema(tools: ToolParams) -> dict[str, Any] | None:
-    """A reply, or a call of one offered tool with its own argument schema; None: no tool offered."""
+    """A reply, or a call of one offered tool with its own argument schema; only a reply when tools
+    exist but none may be called; None: no tools."""
     branches: list[dict[str, Any]] = []
     for f in offered(tools):
         params = _bounded(f.get("parameters") or {"type": "object"})
@@ -68,13 +69,19 @@ def answer_schema(tools: ToolParams) -> dict[str, Any] | None:
                 "required": ["tool", "arguments"],
             }
         )
+    # Not empty (a small model otherwise "replies" with nothing after a tool result), and bounded.
+    reply = {
+        "type": "object",
+        "properties": {REPLY: {"type": "string", "minLength": 1, "maxLength": MAX_REPLY_CHARS}},
+        "required": [REPLY],
+    }
     if not branches:
-        return None
+        # tool_choice "none" (e.g. past a dialogue's tool-step bound) with calls in the conversation:
+        # left free, a small model writes one more call in the JSON it sees, and says nothing.
+        return reply if tools.tools else None
     must_call = tools.choice == "required" or isinstance(tools.choice, dict)
     if not must_call:
-        # Not empty (a small model otherwise "replies" with nothing after a tool result), and bounded.
-        reply = {"type": "string", "minLength": 1, "maxLength": MAX_REPLY_CHARS}
-        branches.insert(0, {"type": "object", "properties": {REPLY: reply}, "required": [REPLY]})
+        branches.insert(0, reply)
     return branches[0] if len(branches) == 1 else {"anyOf": branches}
 
 
