@@ -384,7 +384,7 @@ def m008_releases(conn: Connection) -> None:
 def m009_judgement_parts(conn: Connection) -> None:
     """A judgement scored without its rubric answer (the judge's structured answer failed: it fell
     back to the checks and the rating), and the simulated customer's faults found in its dialogue."""
-    conn.execute(sa.text("ALTER TABLE judgements ADD COLUMN partial BOOLEAN NOT NULL DEFAULT 0"))
+    conn.execute(sa.text("ALTER TABLE judgements ADD COLUMN partial BOOLEAN NOT NULL DEFAULT FALSE"))
     conn.execute(sa.text("ALTER TABLE judgements ADD COLUMN faults JSON NOT NULL DEFAULT '[]'"))
 
 
