@@ -8,13 +8,25 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ValidationError, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, ValidationError, model_validator
 
 from .errors import StructuredOutputError, format_loc
 from .models.base import ChatModel, Completion, Message, Sampling
 from .prompting import render
+
+
+def bounded_int(low: int, high: int) -> Any:
+    """An integer field in [low, high]: the schema says so, and a value outside it becomes the
+    nearest bound instead of a re-ask (a local model's grammar does not enforce integer bounds)."""
+
+    def clamp(value: Any) -> Any:
+        return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    # The bounds first: a validator before them would leave them out of the JSON schema.
+    return Annotated[int, Field(ge=low, le=high), BeforeValidator(clamp)]
+
 
 T = TypeVar("T", bound=BaseModel)
 

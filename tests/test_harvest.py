@@ -301,3 +301,23 @@ def test_scenarios_harvest_command_reads_a_run(tmp_path, monkeypatch, scripted):
     assert "harvested" in again.stdout  # the other scenario's dialogue, not the one taken already
     bad = runner.invoke(app, ["scenarios", "harvest", *db, "--run", str(runs[-1]["id"])])
     assert bad.exit_code == 1 and "is a harvest run" in bad.stderr
+
+
+def test_a_weakest_turn_past_the_conversation_is_its_last_turn_not_a_failure():
+    from strategist.roles.teacher import harvest_model
+
+    model = harvest_model(None, None, 3)
+    assert model.model_json_schema()["properties"]["weakest_turn"]["maximum"] == 3
+    draft = {
+        "title": "Late refund",
+        "goal": "A card refund 45 days after delivery.",
+        "known_facts": [],
+        "hidden_facts": [],
+        "rubric": ["Offers store credit for a return past 30 days"],
+        "must_say": [],
+        "must_not_say": [],
+    }
+    fields = set(model.model_fields)
+    draft = {k: v for k, v in draft.items() if k in fields}
+    assert model.model_validate({**draft, "weakest_turn": 7}).weakest_turn == 3
+    assert model.model_validate({**draft, "weakest_turn": 0}).weakest_turn == 1

@@ -4,9 +4,8 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, Field, create_model
+from pydantic import BaseModel, Field, create_model
 
 from ..core.dialogue import Dialogue, Judgement, RatingMethod, RubricResult
 from ..core.domain import Domain, Scenario
@@ -16,20 +15,11 @@ from ..core.scoring import RATING_LABELS, expected_rating, overall_score, parse_
 from ..errors import ModelError, StructuredOutputError
 from ..models.base import ChatModel, Sampling, TokenLogprobs
 from ..prompting import render
-from ..structured import complete_structured
+from ..structured import bounded_int, complete_structured
 
 # The critique is kept short: a small judge that loops inside a long string is cut off at the
 # token limit, and a reply is only as valid as what fits in it.
 CRITIQUE_CHARS = 240
-
-
-def _clamp(low: int, high: int) -> Any:
-    def clamp(value: Any) -> Any:
-        # The grammar of a local model does not enforce integer bounds: a turn out of range is
-        # the nearest one, not a reason to re-ask.
-        return min(max(value, low), high) if isinstance(value, int) and not isinstance(value, bool) else value
-
-    return BeforeValidator(clamp)
 
 
 @functools.lru_cache(maxsize=256)  # one class per shape: building a model is slow, and so is its schema
@@ -41,7 +31,7 @@ def verdict_model(n_items: int, n_turns: int) -> type[BaseModel]:
     return create_model(
         "Verdict",
         passed=(list[bool], Field(min_length=n_items, max_length=n_items)),
-        weakest_turn=(Annotated[int, _clamp(1, top), Field(ge=1, le=top)], ...),
+        weakest_turn=(bounded_int(1, top), ...),
         critique=(str, Field(max_length=CRITIQUE_CHARS)),
     )
 

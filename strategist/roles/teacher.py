@@ -12,7 +12,7 @@ from ..core.dialogue import Dialogue, Turn
 from ..core.domain import Difficulty, Domain, Scenario, SuccessCriteria
 from ..models.base import ChatModel, Sampling, ToolParams, complete
 from ..prompting import render
-from ..structured import Content, complete_structured
+from ..structured import Content, bounded_int, complete_structured
 from .student import agent_messages
 
 # Blank items would only fail later, when the scenario is built: reject them here, where the
@@ -58,7 +58,7 @@ def harvest_model(
     it. Choices are enums, so a backend that constrains output to the schema cannot go wrong."""
     fields: dict[str, Any] = {}
     if turns is not None:
-        fields["weakest_turn"] = (int, Field(ge=1, le=max(1, turns)))
+        fields["weakest_turn"] = (bounded_int(1, max(1, turns)), ...)
     if intents is not None:
         fields["intent"] = (Literal[intents], ...)
     if persona is not None:
