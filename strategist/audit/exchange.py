@@ -377,10 +377,10 @@ def plan_import(
         state = current.get(e.id) if e.id is not None else None
         if state is None:
             plan.creates.append(_new_strategy(e, reviewer))
-            label = f"strategy {e.id}" if e.id is not None else "a strategy"
+            label = f"new strategy {e.id}" if e.id is not None else "a new strategy"
             version = plan.creates[-1].version
             plan.changes.append(
-                f"+ new {label} in {e.domain}: {e.status}, version {version}: {short(e.trigger)}"
+                f"+ {label} in {e.domain}: {e.status}, version {version}: {short(e.trigger)}"
             )
             continue
         _plan_update(plan, e, state, source, where, at, reviewer, note)
