@@ -147,6 +147,8 @@ class Content(BaseModel):
 
     @model_validator(mode="after")
     def _no_schema_echo(self) -> Content:
+        # The class docstring is the schema's description: a small model copies it into a field.
+        docs = [" ".join(c.__doc__.split()).casefold() for c in type(self).__mro__ if c.__doc__]
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
             for text in value if isinstance(value, list) else [value]:
@@ -158,6 +160,9 @@ class Content(BaseModel):
                 echo = t.casefold().rstrip(".,;: ")
                 if info.description and t and echo == info.description.casefold().rstrip(".,;: "):
                     raise ValueError(f"{name}: the field's description repeated, not content")
+                words = " ".join(t.split()).casefold()
+                if len(words) >= 24 and any(d.startswith(words[:40]) for d in docs):
+                    raise ValueError(f"{name}: the schema's description repeated, not content")
         return self
 
 

@@ -222,6 +222,19 @@ async def test_text_copied_from_the_schema_is_re_asked():
     assert "description repeated" in model.calls[2].last
 
 
+async def test_the_output_model_docstring_copied_into_a_field_is_re_asked():
+    # What SmolLM2 wrote as a harvesting teacher: the draft's docstring (the schema's description)
+    # as the scenario's title.
+    from strategist.roles.teacher import HarvestDraft
+
+    fields = {"goal": "A card refund 45 days after delivery.", "rubric": ["Offers store credit"]}
+    echo = json.dumps({"title": "What the teacher reads from a conversation for a harvested", **fields})
+    good = json.dumps({"title": "Late jacket refund", **fields})
+    model = ScriptedModel([echo, good])
+    out, _ = await complete_structured(model, USER, HarvestDraft)
+    assert out.title == "Late jacket refund" and "schema's description repeated" in model.calls[1].last
+
+
 def test_the_schema_sent_has_no_references_to_copy():
     from strategist.roles.teacher import Proposals
 

@@ -379,9 +379,7 @@ def plan_import(
             plan.creates.append(_new_strategy(e, reviewer))
             label = f"new strategy {e.id}" if e.id is not None else "a new strategy"
             version = plan.creates[-1].version
-            plan.changes.append(
-                f"+ {label} in {e.domain}: {e.status}, version {version}: {short(e.trigger)}"
-            )
+            plan.changes.append(f"+ {label} in {e.domain}: {e.status}, version {version}: {short(e.trigger)}")
             continue
         _plan_update(plan, e, state, source, where, at, reviewer, note)
     return plan
