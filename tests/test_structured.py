@@ -218,7 +218,8 @@ async def test_text_copied_from_the_schema_is_re_asked():
     model = ScriptedModel([echo, described, good])
     out, completions = await complete_structured(model, USER, Proposals)
     assert out.strategies[0].guidance == "Offer store credit instead." and len(completions) == 3
-    assert "reference from the JSON schema" in model.calls[1].last
+    # A bare reference is not a sentence either: whichever check names it, it is re-asked.
+    assert "reference from the JSON schema" in model.calls[1].last or "three words" in model.calls[1].last
     assert "description repeated" in model.calls[2].last
 
 
@@ -242,3 +243,17 @@ def test_the_schema_sent_has_no_references_to_copy():
     assert "$ref" not in json.dumps(sent) and "$defs" not in sent
     item = sent["properties"]["strategies"]["items"]
     assert item["required"] == ["trigger", "guidance"] and item["properties"]["trigger"]["type"] == "string"
+
+
+def test_a_strategy_that_is_not_a_sentence_is_re_asked():
+    # What SmolLM2 wrote as a coaching teacher: schema paths and numbered names as triggers.
+    from pydantic import ValidationError
+
+    from strategist.roles.teacher import ContrastProposal, Proposal
+
+    for bad in ("Trigger_1.1.1.1.0", "items.items.description"):
+        with pytest.raises(ValidationError, match="at least three words"):
+            Proposal(trigger=bad, guidance="Offer store credit for the return.")
+        with pytest.raises(ValidationError, match="at least three words"):
+            ContrastProposal(trigger="When a refund is late", guidance=bad)
+    assert Proposal(trigger="When a refund is late", guidance="Offer store credit.").guidance

@@ -116,9 +116,12 @@ class Ledger:
                 if not f.cancelled():  # a result its run stopped waiting for (never started)
                     f.result()
             return
-        done = [f for f in writes if f.done()]
+        done: list[Future[Any]] = []
+        pending: list[Future[Any]] = []
+        for f in writes:  # one pass: this runs at every write submitted
+            (done if f.done() else pending).append(f)
         if done:
-            self._writes = [f for f in writes if not f.done()]
+            self._writes = pending
             for f in done:
                 if not f.cancelled():
                     f.result()

@@ -5,7 +5,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, StringConstraints, create_model
+from pydantic import AfterValidator, BaseModel, Field, StringConstraints, create_model
 
 from ..core.cells import Cell
 from ..core.dialogue import Dialogue, Turn
@@ -19,6 +19,17 @@ from .student import agent_messages
 # model is re-asked with the error.
 Phrase = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=80)]
 Item = Annotated[str, StringConstraints(strip_whitespace=True, min_length=2, max_length=300)]
+
+
+def _words(text: str) -> str:
+    # A trigger or guidance is a sentence: "Trigger_1.1.0" or "items.items.description" (what a
+    # small model writes from the schema) is not, and is re-asked.
+    if len(text.split()) < 3:
+        raise ValueError("write a sentence of at least three words")
+    return text
+
+
+Sentence = Annotated[str, AfterValidator(_words)]
 
 
 class ScenarioDraft(Content):
@@ -73,8 +84,8 @@ def harvest_model(
 class Proposal(Content):
     """One proposed strategy."""
 
-    trigger: str = Field(min_length=10, max_length=300, description="when the strategy applies")
-    guidance: str = Field(min_length=10, max_length=600, description="what to do or avoid")
+    trigger: Sentence = Field(min_length=10, max_length=300, description="when the strategy applies")
+    guidance: Sentence = Field(min_length=10, max_length=600, description="what to do or avoid")
     example: str = Field(default="", max_length=400, description="an example phrasing")
 
 
@@ -85,8 +96,8 @@ class Proposals(BaseModel):
 class ContrastProposal(Content):
     """A strategy written from a best-vs-worst contrast; its example is the best run itself."""
 
-    trigger: str = Field(min_length=10, max_length=300, description="when the strategy applies")
-    guidance: str = Field(min_length=10, max_length=600, description="what to do or avoid")
+    trigger: Sentence = Field(min_length=10, max_length=300, description="when the strategy applies")
+    guidance: Sentence = Field(min_length=10, max_length=600, description="what to do or avoid")
 
 
 class ContrastProposals(BaseModel):
