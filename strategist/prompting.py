@@ -32,7 +32,7 @@ def set_prompt_dirs(*dirs: str | Path) -> None:
 
 
 @lru_cache(maxsize=4)
-def _environment_for(dirs: tuple[str, ...]) -> Environment:
+def _environment_for(dirs: tuple[str, ...], reload: bool = False) -> Environment:
     loaders = [FileSystemLoader(d) for d in dirs] + [FileSystemLoader(str(PROMPTS_DIR))]
     # Prompts are plain text for models, not HTML: no autoescaping.
     return Environment(
@@ -42,10 +42,10 @@ def _environment_for(dirs: tuple[str, ...]) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
         autoescape=False,
-        # Read once per process: no stat() of the file at every render (one per model call showed
-        # in the concurrency profile). A prompt edited while a run or a server is going takes
-        # effect at its next start.
-        auto_reload=False,
+        # The prompts are read once per process: no stat() of the file at every render (one per
+        # model call showed in the concurrency profile); an edited prompt takes effect at the next
+        # start. A user's own template file (render_file) is re-read when it changes.
+        auto_reload=reload,
     )
 
 
@@ -63,7 +63,7 @@ def render(name: str, **variables: Any) -> str:
 def render_file(path: Path, **variables: Any) -> str:
     """Render a user's own template file with the same settings (StrictUndefined); the built-in
     prompts stay reachable from it (``{% include "bot_system.j2" %}``)."""
-    return _render(_environment_for((str(path.parent),)), path.name, str(path), variables)
+    return _render(_environment_for((str(path.parent),), reload=True), path.name, str(path), variables)
 
 
 def _render(env: Environment, name: str, shown: str, variables: dict[str, Any]) -> str:
