@@ -140,6 +140,14 @@ def schema_text(output_type: type[BaseModel]) -> str:
     return json.dumps(schema, separators=(",", ":"))
 
 
+@functools.lru_cache(maxsize=256)
+def _docstrings(cls: type[BaseModel]) -> tuple[str, ...]:
+    """The output model's docstrings (its schema's description; a model made by ``create_model``
+    from one shows its base's), normalised once per class: a small model copies them into fields."""
+    own = [c for c in cls.__mro__ if issubclass(c, Content) and c is not Content]
+    return tuple(" ".join(c.__doc__.split()).casefold() for c in own if c.__doc__)
+
+
 class Content(BaseModel):
     """A structured output whose text fields must hold content, not text copied from the schema:
     small models write a ``$ref`` such as ``#/$defs/Proposal``, or the field's own description,
@@ -147,8 +155,7 @@ class Content(BaseModel):
 
     @model_validator(mode="after")
     def _no_schema_echo(self) -> Content:
-        # The class docstring is the schema's description: a small model copies it into a field.
-        docs = [" ".join(c.__doc__.split()).casefold() for c in type(self).__mro__ if c.__doc__]
+        docs = _docstrings(type(self))
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
             for text in value if isinstance(value, list) else [value]:
