@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,6 +101,8 @@ def eval_command(
         finally:
             for m in models.values():
                 await m.aclose()
+
+    import asyncio  # not at start-up: --help does not need the event loop
 
     result = asyncio.run(go()).as_dict()
     if report is not None:

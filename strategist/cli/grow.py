@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import enum
 from typing import Annotated, Any
 
@@ -213,6 +212,8 @@ def grow(
         finally:
             for m in (models.teacher, models.student, models.customer, models.judge):
                 await m.aclose()
+
+    import asyncio  # not at start-up: --help does not need the event loop
 
     summary = asyncio.run(go())
     if json_out:

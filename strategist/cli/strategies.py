@@ -3,7 +3,6 @@ import — the library and its review trail."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -423,6 +422,8 @@ def run_policy_checks(store: Store, rows: list[StrategyRow], model: ChatModel) -
         finally:
             ledger.flush()
             await model.aclose()
+
+    import asyncio  # not at start-up
 
     asyncio.run(go())
     return failed

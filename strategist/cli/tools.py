@@ -3,7 +3,6 @@ pack's ``tools:`` section before a long run)."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from typing import TYPE_CHECKING, Annotated, Any
@@ -49,6 +48,8 @@ def tools_list(db: DbOption = None, domain: DomainOption = None, json_out: JsonO
         async with env:
             return await env.list_tools()
 
+    import asyncio  # not at start-up
+
     specs = asyncio.run(go())
     if json_out:
         print_json([s.to_openai() for s in specs])
@@ -82,6 +83,8 @@ def tools_call(
     async def go() -> Any:
         async with env, env.session(f"strategist/cli/{uuid.uuid4().hex[:12]}") as toolset:
             return await toolset.call(name, arguments)
+
+    import asyncio  # not at start-up
 
     result = asyncio.run(go())
     if json_out:
