@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 _WORD = re.compile(r"[a-z0-9]+")
 # Words that carry no meaning for telling two situations apart.
@@ -107,3 +108,16 @@ def short_quote(text: str, n: int = 300) -> str:
             break
         out = f"{out} {sentence}".strip()
     return out or short(text, n)
+
+
+def message_text(message: Mapping[str, Any]) -> str:
+    """The text of an OpenAI-style message; ``content`` may be a string or a list of parts."""
+    content = message.get("content")
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        return "\n".join(str(p) for p in parts)
+    return str(content)

@@ -26,7 +26,7 @@ from ..core.dialogue import Dialogue, Judgement, ToolCall, ToolFunction, Turn
 from ..core.domain import Domain, Scenario, Split, SuccessCriteria
 from ..core.runs import RunCommand
 from ..core.seeds import derive_seed
-from ..core.text import most_similar
+from ..core.text import message_text, most_similar
 from ..errors import ModelError, StrategistError, describe_validation_error, one_line
 from ..models.base import ChatModel
 from ..roles import Teacher
@@ -79,7 +79,7 @@ def conversation_turns(messages: Sequence[dict[str, Any]]) -> list[Turn]:
     turns: list[Turn] = []
     for m in messages:
         role = m.get("role")
-        content = _text(m.get("content"))
+        content = message_text(m)
         if role == "user":
             if content.strip():  # an image or an empty message says nothing a replay could use
                 turns.append(Turn(role="customer", content=content))
@@ -107,14 +107,6 @@ def conversation_turns(messages: Sequence[dict[str, Any]]) -> list[Turn]:
                 )
             )
     return turns
-
-
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
-    return ""
 
 
 def weak_dialogues(store: Store, run_id: int, below: float) -> list[tuple[Dialogue, Judgement, Scenario]]:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, Unpack
 
 from ..core.dialogue import StrategyText
+from ..core.text import message_text
 from ..errors import ConfigError, InputError, StrategistError
 from ..models.base import Message
 from ..models.embedding import Embedder
@@ -21,7 +22,7 @@ from .bridge import run_sync
 from .rankers import Ranker, default_ranker
 from .rerank import Reranker
 from .retrieval import Retrieval, TokenCounter, estimate_tokens, select_within_budget
-from .text import conversation_segments, message_text, query_terms
+from .text import conversation_segments, query_terms
 from .usage import UsageCounter, open_counters
 
 if TYPE_CHECKING:

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from ..core.text import message_text
+
 _TOKEN = re.compile(r"[^\W_]+")
 
 # Words that say nothing about which situation a conversation is in.
@@ -242,19 +244,6 @@ LAST_MESSAGE_WEIGHT = 2
 CONTEXT_CUSTOMER_MESSAGES = 2
 CONTEXT_AGENT_MESSAGES = 1
 MAX_QUERY_TERMS = 24
-
-
-def message_text(message: Mapping[str, Any]) -> str:
-    """The text of an OpenAI-style message; ``content`` may be a string or a list of parts."""
-    content = message.get("content")
-    if content is None:
-        return ""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
-        return "\n".join(str(p) for p in parts)
-    return str(content)
 
 
 def conversation_segments(messages: Iterable[Mapping[str, Any]]) -> list[tuple[str, int]]:
