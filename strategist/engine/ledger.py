@@ -13,16 +13,20 @@ A run's ledger writes off the event loop (``background``): the batches that fill
 are in flight, and the results a run stores with ``store_result()`` (a dialogue, a judgement),
 go to one writer thread, in the order they were made; ``flush()`` and ``event()`` wait for it
 first. The order, and so every guarantee above, is the same as with writes on the loop: only the
-loop no longer stops for them.
+loop no longer stops for them. The writes waiting when the writer wakes are committed together
+(group commit): a result and the ledger rows of its calls in one transaction, and with many
+dialogues in flight one commit for several of them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import queue
+import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -43,6 +47,87 @@ def can_write_from_a_thread(*stores: Store | None) -> bool:
     """Whether writes to these stores may go through another thread: not where the whole engine
     is one connection (an in-memory SQLite database), which two threads must not share."""
     return all(s is None or not isinstance(s.engine.pool, StaticPool | SingletonThreadPool) for s in stores)
+
+
+class GroupWriter:
+    """One thread that runs writes in the order they were submitted. The writes waiting when it
+    wakes run in one transaction per store (``Store.transaction``), so a burst of results costs one
+    commit; if that transaction fails, each write of the group runs again on its own, so only the
+    one that failed reports an error.
+
+    The thread ends once it has been idle for ``idle`` seconds and starts again with the next
+    write: it is not a daemon (a process that exits waits for the writes it was given), and an idle
+    one does not keep a finished process alive.
+    """
+
+    def __init__(self, stores: Sequence[Store], *, idle: float = 0.5) -> None:
+        # Entered in this order, so committed in the reverse: the first store (the ledger's) last
+        # among several databases would record results before their calls; list it first.
+        self.stores = list(dict.fromkeys(reversed(stores)))
+        self.idle = idle
+        self._queue: queue.SimpleQueue[list[tuple[Callable[[], Any], Future[Any]]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        # The first error of a write nobody waits for (a batch of ledger rows): raised to the run
+        # at its next write or flush. Set by the writer thread only.
+        self.failure: BaseException | None = None
+
+    def submit(self, *works: Callable[[], Any]) -> list[Future[Any]]:
+        """Futures of ``works``, which run in order and always in the same group."""
+        jobs: list[tuple[Callable[[], Any], Future[Any]]] = [(w, Future()) for w in works]
+        with self._lock:
+            self._queue.put(jobs)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._serve, name="strategist-writer")
+                self._thread.start()
+        return [f for _, f in jobs]
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=self.idle)
+            except queue.Empty:
+                with self._lock:  # submit() puts under this lock: nothing can slip in between
+                    if self._queue.empty():
+                        self._thread = None
+                        return
+                continue
+            group = list(first)
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    group += self._queue.get_nowait()
+            self._run(group)
+
+    def _run(self, group: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
+        # A write whose waiter gave up before it started (a cancelled run) is not made.
+        group = [(w, f) for w, f in group if f.set_running_or_notify_cancel()]
+        if not group:
+            return
+        results: list[Any] = []
+        if len(group) > 1:
+            try:
+                with contextlib.ExitStack() as stack:
+                    for store in self.stores:
+                        stack.enter_context(store.transaction())
+                    results = [work() for work, _ in group]
+            except Exception:
+                results = []  # rolled back: each one again, alone
+        if results:
+            for (_, future), result in zip(group, results, strict=True):
+                future.set_result(result)
+            return
+        for work, future in group:
+            try:
+                future.set_result(work())
+            except BaseException as exc:
+                if self.failure is None:
+                    self.failure = exc
+                future.set_exception(exc)
+
+    def wait(self) -> None:
+        """Return once every write submitted so far is made (they run in order: the last one)."""
+        (barrier,) = self.submit(lambda: None)
+        barrier.result()
 
 
 @dataclass(frozen=True)
@@ -79,8 +164,7 @@ class Ledger:
     background: bool = False
     _pending: list[dict[str, Any]] = field(default_factory=list)
     _oldest: float | None = None
-    _writer: ThreadPoolExecutor | None = None
-    _writes: list[Future[Any]] = field(default_factory=list)
+    _writer: GroupWriter | None = None
 
     def _take(self) -> tuple[list[dict[str, Any]], Any]:
         """The buffered rows and cached responses, handed over (the buffers start empty again)."""
@@ -99,32 +183,24 @@ class Ledger:
         if items and self.cache is not None:
             self.cache.write(items)
 
-    def _submit(self, work: Callable[[], T]) -> Future[T]:
+    def _submit(self, *works: Callable[[], Any]) -> list[Future[Any]]:
         self._raise_failed(wait=False)
         if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="strategist-writer")
-        future = self._writer.submit(work)
-        self._writes.append(future)
-        return future
+            stores = [s for s in (self.store, self.cache.store if self.cache is not None else None) if s]
+            self._writer = GroupWriter(stores)
+        return self._writer.submit(*works)
 
     def _raise_failed(self, *, wait: bool) -> None:
-        """Raise the error of a write the writer thread failed (waiting for every write first)."""
-        writes = self._writes
-        if wait:
-            self._writes = []
-            for f in writes:
-                if not f.cancelled():  # a result its run stopped waiting for (never started)
-                    f.result()
+        """Raise the first error of a write the writer thread failed (waiting for every write
+        first if ``wait``): it runs at every write submitted, so it reads one attribute."""
+        writer = self._writer
+        if writer is None:
             return
-        done: list[Future[Any]] = []
-        pending: list[Future[Any]] = []
-        for f in writes:  # one pass: this runs at every write submitted
-            (done if f.done() else pending).append(f)
-        if done:
-            self._writes = pending
-            for f in done:
-                if not f.cancelled():
-                    f.result()
+        if wait:
+            writer.wait()
+        failure, writer.failure = writer.failure, None
+        if failure is not None:
+            raise failure
 
     def flush(self) -> None:
         """Write every buffered ledger row and cached response now, after whatever the writer
@@ -139,8 +215,10 @@ class Ledger:
             self.flush()
             return store()
         rows, items = self._take()
-        self._submit(lambda: self._write(rows, items))  # written even if the wait below is cancelled
-        return await asyncio.wrap_future(self._submit(store))
+        # One group, so one commit for both; the rows are written even if the wait is cancelled.
+        _, stored = self._submit(lambda: self._write(rows, items), store)
+        result: T = await asyncio.wrap_future(stored)
+        return result
 
     def event(
         self,

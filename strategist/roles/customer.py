@@ -25,10 +25,26 @@ class Customer:
     domain: Domain
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.8, max_tokens=100))
 
-    def messages(self, scenario: Scenario, turns: Sequence[Turn]) -> list[Message]:
-        system = render(
+    # The system prompts rendered so far, by scenario (held, compared by identity): every turn of
+    # every sample of a scenario asks for the same one.
+    _systems: dict[int, tuple[Scenario, Domain, str]] = field(
+        default_factory=dict, init=False, repr=False, compare=False
+    )
+
+    def system_prompt(self, scenario: Scenario) -> str:
+        held = self._systems.get(id(scenario))
+        if held is not None and held[0] is scenario and held[1] is self.domain:
+            return held[2]
+        text = render(
             "customer_system.j2", domain=self.domain, scenario=scenario, stop_marker=self.domain.stop_marker
         )
+        if len(self._systems) >= 1024:  # a long harvest or eval: keep the memory bounded
+            self._systems.clear()
+        self._systems[id(scenario)] = (scenario, self.domain, text)
+        return text
+
+    def messages(self, scenario: Scenario, turns: Sequence[Turn]) -> list[Message]:
+        system = self.system_prompt(scenario)
         # From the customer's side the agent is the user and the customer is the assistant.
         # Many chat templates insist on user/assistant alternation starting with the user, so a
         # short cue stands in for the user before the customer's opening line.

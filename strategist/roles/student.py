@@ -25,9 +25,27 @@ class Student:
     domain: Domain
     sampling: Sampling = field(default_factory=lambda: Sampling(temperature=0.7, max_tokens=160))
     template: str = "student_system.j2"
+    # The last prompt rendered and what it was rendered from: a dialogue asks for the same one at
+    # every turn. Held objects, compared by identity, so an id is never reused meanwhile.
+    _last: tuple[str, Domain, list[StrategyText], bool, str] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def system_prompt(self, strategies: Sequence[StrategyText] = (), *, tools: bool = False) -> str:
-        return render(self.template, domain=self.domain, strategies=list(strategies), tools=tools)
+        last = self._last
+        if (
+            last is not None
+            and last[0] == self.template
+            and last[1] is self.domain
+            and last[3] == tools
+            and len(last[2]) == len(strategies)
+            and all(a is b for a, b in zip(last[2], strategies, strict=True))
+        ):
+            return last[4]
+        held = list(strategies)
+        text = render(self.template, domain=self.domain, strategies=held, tools=tools)
+        self._last = (self.template, self.domain, held, tools, text)
+        return text
 
     async def reply(
         self,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -74,6 +75,8 @@ _SQLITE_MIGRATION_RACE = ("already exists", "duplicate column", "UNIQUE constrai
 class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseStoreMixin):
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # The connection of a transaction() open on this thread: the writes that run inside it.
+        self._bound = threading.local()
 
     @classmethod
     def open(cls, target: str | Path, *, migrate: bool = True) -> Store:
@@ -120,6 +123,31 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
         self.engine.dispose()
 
     @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """Every plain write (dialogues, judgements, ledger rows, cached responses) this thread
+        makes inside the block in one transaction: one commit instead of one each. A block
+        inside another joins it."""
+        if getattr(self._bound, "conn", None) is not None:
+            yield
+            return
+        with self.engine.begin() as conn:
+            self._bound.conn = conn
+            try:
+                yield
+            finally:
+                self._bound.conn = None
+
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """A connection in a transaction: this thread's open transaction() if there is one."""
+        conn = getattr(self._bound, "conn", None)
+        if conn is not None:
+            yield conn
+            return
+        with self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
     def session(self) -> Iterator[Session]:
         with Session(self.engine, expire_on_commit=False) as s:
             yield s
@@ -128,7 +156,7 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
         """A plain INSERT returning the new id: for rows written many times a run (dialogues,
         judgements), where building ORM objects would cost more than the write."""
         values.setdefault("created_at", utcnow())
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             # Values as parameters, not .values(): the compiled statement is then reused.
             key = conn.execute(sa.insert(table.__table__), values).inserted_primary_key
             assert key is not None
@@ -547,7 +575,7 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
         """Ledger rows (``LlmCallRow`` fields) in one transaction: a plain executemany INSERT,
         without the ORM's unit of work."""
         if rows:
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(sa.insert(LlmCallRow.__table__), list(rows))  # type: ignore[attr-defined]
 
     def record_event(
@@ -740,7 +768,7 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
         dialect = self.engine.dialect.name
         if dialect in ("sqlite", "postgresql"):
             insert = sqlite_insert if dialect == "sqlite" else postgresql_insert
-            with self.engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(insert(table).on_conflict_do_nothing(index_elements=["key"]), rows)
             return
         for row in rows:  # other databases: one row at a time, a duplicate key skipped
