@@ -17,8 +17,10 @@ real embedded judge (benchmarks/data/judge_noise.json, written by measure_judge.
 Gates, side by side, at the demo's settings (one target scenario, 3 seeds a batch):
 - fixed (the old gate): one batch of 3 pairs, percentile bootstrap 95% interval above 0, no
   correction for the candidates of a run;
-- sequential: strategist's gate (core.gate.decide_look), batches of 3 up to 12 seeds, Pocock-type
-  alpha spending, futility at threshold + min_gain, Bonferroni over a run of 20 candidates;
+- sequential: strategist's gate (core.gate.decide_look) at its defaults: batches of 3 up to 24
+  seeds, Pocock-type alpha spending, Bonferroni over a run of 20 candidates; futility once the
+  upper bound is below threshold + min_gain, or once a looser upper bound (futility_beta spent
+  over the looks) is below threshold + effect (+0.1);
 - fixed at equal power: one batch of n pairs, a one-sided t-test at the sequential gate's per
   candidate level, with n the smallest that reaches the sequential gate's power at +0.1.
 
@@ -151,7 +153,7 @@ def main() -> None:
     rng = np.random.default_rng(args.seed)
     noise = load_noise(args.noise)
     sim = Simulator(noise, rng)
-    base = GateConfig(samples=3, variants=0, regression=0, max_samples=12, family=RUN_SIZE)
+    base = GateConfig(samples=3, variants=0, regression=0, family=RUN_SIZE)
     old_n = 3
     result: dict[str, Any] = {
         "noise": {
@@ -165,7 +167,14 @@ def main() -> None:
             "judge_partial_after": noise["measured"]["new"]["partial"] / noise["measured"]["dialogues"],
             "dialogues": noise["measured"]["dialogues"],
         },
-        "settings": {"samples": 3, "max_samples": 12, "run_size": RUN_SIZE, "alpha": base.alpha},
+        "settings": {
+            "samples": base.samples,
+            "max_samples": base.cap,
+            "run_size": RUN_SIZE,
+            "alpha": base.alpha,
+            "effect": base.effect,
+            "futility_beta": base.futility_beta,
+        },
         "gates": {},
     }
     counter = iter(range(10**9))

@@ -169,6 +169,28 @@ def test_false_acceptance_of_a_useless_candidate_stays_under_its_level():
     assert accepted / 1500 <= cfg.alpha
 
 
+def test_futility_stops_a_candidate_that_cannot_reach_the_sized_effect_early():
+    # Mean about 0 with a judge-like spread: not below min_gain's strict bound at 6 pairs, but
+    # clearly short of the +0.1 the gate is sized to find.
+    d, used = _run([[0.05, -0.04, 0.02], [-0.03, 0.01, 0.0]] + [[0.0, 0.0, 0.0]] * 2)
+    assert (d.verdict, used) == ("reject", 2)
+    assert "futile" in d.reason and "+0.100" in d.reason
+    # Without the looser bound the same candidate runs on.
+    strict = GateConfig(samples=3, max_samples=12, variants=0, regression=0, futility_beta=0.0)
+    d, used = _run([[0.05, -0.04, 0.02], [-0.03, 0.01, 0.0]] + [[0.0, 0.0, 0.0]] * 2, strict)
+    assert used > 2
+
+
+def test_futility_drops_a_candidate_of_the_sized_effect_at_most_futility_beta_of_the_time():
+    rng = np.random.default_rng(3)
+    cfg = GateConfig(samples=3, max_samples=24, variants=0, regression=0)
+    futile = 0
+    for _ in range(1000):
+        d, _ = _run([list(cfg.effect + rng.normal(0, 0.087, size=3)) for _ in range(8)], cfg)
+        futile += "futile" in d.reason
+    assert futile / 1000 <= cfg.futility_beta
+
+
 def test_a_regression_intent_that_falls_rejects_a_candidate_with_a_good_mean():
     values = {"score": [0.3, 0.31, 0.29, 0.3]}
     regression = {"final_sale_return": [-0.2, -0.15], "size_exchange": [0.3, 0.35]}

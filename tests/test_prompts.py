@@ -172,6 +172,29 @@ def test_student_prompt_lists_strategies_when_given(northwind):
     assert text.index("<strategies>") > text.index(northwind.policy.strip())
 
 
+def test_the_student_reuses_a_prompt_only_for_the_same_strategies(northwind):
+    student = Student(ScriptedModel(), northwind)
+    first = student.system_prompt([STRATEGY])
+    assert student.system_prompt([STRATEGY]) is first  # a dialogue's next turn: not rendered again
+    other = student.system_prompt([STRATEGY_NO_EXAMPLE])
+    assert "When a code is requested" in other and "cash after day 30" not in other
+    assert student.system_prompt([STRATEGY], tools=True) == render(
+        "student_system.j2", domain=northwind, strategies=[STRATEGY], tools=True
+    )
+    assert student.system_prompt([]) == render(
+        "student_system.j2", domain=northwind, strategies=[], tools=False
+    )
+
+
+def test_the_customer_reuses_its_prompt_per_scenario(northwind, scenario):
+    customer = Customer(ScriptedModel(), northwind)
+    first = customer.messages(scenario, [])[0]["content"]
+    assert customer.messages(scenario, [])[0]["content"] is first
+    changed = scenario.model_copy(update={"goal": "Get a different thing entirely."})
+    assert "Get a different thing entirely." in customer.messages(changed, [])[0]["content"]
+    assert customer.messages(scenario, [])[0]["content"] is first
+
+
 def test_customer_prompt(northwind, scenario):
     msgs = Customer(ScriptedModel(), northwind).messages(scenario, [])
     system, cue = msgs

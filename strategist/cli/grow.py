@@ -46,7 +46,7 @@ def grow(
         typer.Option(
             min=1,
             help="The gate adds batches of --samples fresh seeds while its decision is open, up to "
-            "this many seeds per scenario (default: 4 batches).",
+            "this many seeds per scenario (default: 8 batches).",
         ),
     ] = None,
     gate_signal: Annotated[
@@ -63,6 +63,14 @@ def grow(
             help="Reject once the upper bound is below --threshold plus this (it cannot help enough).",
         ),
     ] = 0.03,
+    effect: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="The gain the gate is sized to find: a candidate is dropped early once its (looser) "
+            "upper bound is below --threshold plus this.",
+        ),
+    ] = 0.1,
     variants: Annotated[
         int, typer.Option(min=0, help="Same-intent scenarios each candidate is also tried on.")
     ] = 1,
@@ -186,6 +194,7 @@ def grow(
                 max_samples=max_samples,
                 signal=gate_signal.value,
                 min_gain=min_gain,
+                effect=effect,
             ),
             budget=Budget(max_calls=max_calls, max_tokens=max_tokens, max_cost_usd=max_cost),
         )

@@ -116,6 +116,8 @@ class GateEvidence(BaseModel):
     max_samples: int | None = None
     alpha: float | None = None  # this candidate's error budget (one-sided), after the run's share
     min_gain: float | None = None
+    effect: float | None = None  # the gain the gate was sized to find (its futility bar)
+    futility_beta: float | None = None
     threshold: float | None = None
     confidence: float | None = None
     deltas: list[float] = Field(default_factory=list)  # target pairs only: what the interval is over

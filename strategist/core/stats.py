@@ -88,14 +88,17 @@ def sequential_look(
     fraction: float,
     previous_fraction: float,
     min_sd: float = 0.0,
+    spread_both: bool = False,
 ) -> SequentialLook:
     """The repeated confidence bounds after this look: mean -/+ t_{1-a_k, n-1} * s / sqrt(n), where
     a_k = spend(fraction) - spend(previous_fraction) is this look's share of ``alpha``.
 
     The lower bound (what accepting needs) uses a spread of at least ``min_sd``: a few identical
     values, which a judge with coarse answers gives by chance, are no proof. The upper bound (what
-    stopping for futility needs) uses the spread as measured. With fewer than two values there is
-    no spread to estimate: the bounds are the widest possible for values in [-1, 1].
+    stopping for futility needs) uses the spread as measured, or at least ``min_sd`` too with
+    ``spread_both`` (a looser futility bound must not drop a candidate on a few identical values
+    either). With fewer than two values there is no spread to estimate: the bounds are the widest
+    possible for values in [-1, 1].
     """
     arr = np.asarray(list(values), dtype=float)
     n = int(arr.size)
@@ -107,7 +110,7 @@ def sequential_look(
         return SequentialLook(n, mean, -1.0, 1.0, level, fraction)
     sd = float(arr.std(ddof=1))
     quantile = float(stats.t.ppf(1.0 - level, df=n - 1)) / float(np.sqrt(n))
-    low, high = mean - quantile * max(sd, min_sd), mean + quantile * sd
+    low, high = mean - quantile * max(sd, min_sd), mean + quantile * (max(sd, min_sd) if spread_both else sd)
     return SequentialLook(n, mean, max(low, -1.0), min(high, 1.0), level, fraction)
 
 

@@ -39,8 +39,15 @@ def _message_json(m: Message) -> str:
     if len(m) == 2:
         content, role = m.get("content"), m.get("role")
         if type(content) is str and type(role) is str:
-            return f'{{"content": {_string(content)}, "role": {_string(role)}}}'
+            return _plain_json(content, role)
     return json.dumps(m, sort_keys=True, ensure_ascii=False)
+
+
+# A dialogue sends its earlier messages again with every call: each is encoded once. The same
+# string objects come back (a str caches its hash), so a hit costs no pass over the text.
+@functools.lru_cache(maxsize=4096)  # bounded: entries hold their texts
+def _plain_json(content: str, role: str) -> str:
+    return f'{{"content": {_string(content)}, "role": {_string(role)}}}'
 
 
 @functools.lru_cache(maxsize=512)  # a run uses a handful of samplings

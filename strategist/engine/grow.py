@@ -720,6 +720,8 @@ class Grower(Runner):
                 "max_samples": cfg.cap,
                 "alpha": cfg.alpha,
                 "min_gain": cfg.min_gain,
+                "effect": cfg.effect,
+                "futility_beta": cfg.futility_beta,
                 "threshold": cfg.threshold,
                 "confidence": cfg.confidence,
                 "deltas": [p.delta for p in counted],
