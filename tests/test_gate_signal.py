@@ -327,6 +327,25 @@ async def test_the_best_run_itself_is_the_candidate_when_the_teacher_fails(store
     assert world.GOOD_PHRASE in cand.example
 
 
+
+async def test_the_teachers_reply_is_the_candidate_when_its_advice_is_unusable(store, domain):
+    store.add_scenario(_scenario(domain))
+
+    def teacher(messages, sampling):
+        if sampling.json_schema:  # the structured proposal: never valid
+            return "not json"
+        return f"Past 30 days I can offer {world.GOOD_PHRASE} instead of a card refund."
+
+    m = world.models(world.HELPFUL)
+    m.teacher = FunctionModel(teacher, name="t")
+    await Grower(store, domain, m, _config()).run()
+    [cand] = store.list_candidates()
+    e = GateEvidence.from_stored(cand.evidence)
+    assert e.source == "teacher_reply"
+    assert cand.trigger.startswith("When a customer wants a cash refund")
+    assert cand.example == e.reference_reply and world.GOOD_PHRASE in cand.example
+    assert cand.outcome == "accepted"  # the student follows the quoted reply, and the gate sees it
+
 async def test_a_narrow_spread_keeps_the_weakest_turn_contrast(store, domain):
     store.add_scenario(_scenario(domain))
     await Grower(store, domain, world.models(world.HELPFUL), _config()).run()

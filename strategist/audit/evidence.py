@@ -137,6 +137,7 @@ SOURCE_TEXT = {
     "weakest_turn": "the teacher's reply at the student's weakest turn",
     "best_vs_worst": "the student's best run against its worst on the same scenario",
     "best_run": "the student's best run, quoted (the teacher's answer was unusable)",
+    "teacher_reply": "the teacher's reply at the student's weakest turn, quoted (its advice was unusable)",
 }
 
 

@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 GateSignal = Literal["score", "pairwise", "both"]
-CandidateSource = Literal["weakest_turn", "best_vs_worst", "best_run"]
+CandidateSource = Literal["weakest_turn", "best_vs_worst", "best_run", "teacher_reply"]
 PairwiseAnswer = Literal["A", "B", "tie"]
 
 
@@ -136,7 +136,8 @@ class GateEvidence(BaseModel):
     unjudged_pairs: int = 0  # pairs with a side that could not be judged
     decision: str | None = None
     # Where the candidate came from: the weakest turn against the teacher's reply, or the student's
-    # best run against its worst on the same scenario (best_run: the best run itself, quoted).
+    # best run against its worst on the same scenario (best_run: the best run itself, quoted;
+    # teacher_reply: the teacher's reply at the weakest turn, quoted).
     source: CandidateSource | None = None
     best_dialogue_id: int | None = None
     worst_dialogue_id: int | None = None

@@ -540,18 +540,25 @@ class Grower(Runner):
         except ModelError as exc:
             self._failure(f"coaching on scenario {scenario.id} from its best run", exc, round_no=round_no)
             # The best run itself is still advice the student can follow: it wrote it.
-            intent = self.domain.intent(scenario.intent).description.strip().rstrip(".")
-            trigger = f"When a customer {intent[:1].lower()}{intent[1:]}"
             guidance = (
                 "Answer as in the example: in this situation it served the customer better than other "
                 "replies did."
             )
             ev = evidence.model_copy(update={"source": "best_run"})
-            return [self._candidate(round_no, scenario, best.dialogue.id, trigger, guidance, quote, ev)]
+            return [
+                self._candidate(
+                    round_no, scenario, best.dialogue.id, self._intent_trigger(scenario), guidance, quote, ev
+                )
+            ]
         return [
             self._candidate(round_no, scenario, best.dialogue.id, p.trigger, p.guidance, quote, evidence)
             for p in proposals
         ]
+
+    def _intent_trigger(self, scenario: Scenario) -> str:
+        """A trigger from the scenario's intent, for a candidate that quotes a reply."""
+        intent = self.domain.intent(scenario.intent).description.strip().rstrip(".")
+        return f"When a customer {intent[:1].lower()}{intent[1:]}"
 
     async def _weakest_turn(
         self, round_no: int, scenario: Scenario, worst: Scored, k: int, seed: int, room: int
@@ -567,9 +574,6 @@ class Grower(Runner):
         )
         try:
             reference = await self.teacher.reference_reply(prefix, seed=seed, tools=self.tool_params)
-            proposals = await self.teacher.propose(
-                scenario, prefix, student_reply, reference, j.critique, max_strategies=room, seed=seed
-            )
         except ModelError as exc:
             self._failure(f"coaching on scenario {scenario.id}", exc, round_no=round_no, dialogue_id=d.id)
             return []
@@ -580,6 +584,21 @@ class Grower(Runner):
             weakest_turn=k,
             critique=j.critique,
         )
+        try:
+            proposals = await self.teacher.propose(
+                scenario, prefix, student_reply, reference, j.critique, max_strategies=room, seed=seed
+            )
+        except ModelError as exc:
+            self._failure(f"coaching on scenario {scenario.id}", exc, round_no=round_no, dialogue_id=d.id)
+            quote = short_quote(reference)
+            if not quote.strip():
+                return []
+            # The teacher's reply is still advice the gate can test, as the best run is above.
+            guidance = "Answer as in the example: a stronger reply than the one given in this situation."
+            ev = evidence.model_copy(update={"source": "teacher_reply"})
+            return [
+                self._candidate(round_no, scenario, d.id, self._intent_trigger(scenario), guidance, quote, ev)
+            ]
         return [
             self._candidate(round_no, scenario, d.id, p.trigger, p.guidance, p.example, evidence)
             for p in proposals[:room]
