@@ -327,7 +327,6 @@ async def test_the_best_run_itself_is_the_candidate_when_the_teacher_fails(store
     assert world.GOOD_PHRASE in cand.example
 
 
-
 async def test_the_teachers_reply_is_the_candidate_when_its_advice_is_unusable(store, domain):
     store.add_scenario(_scenario(domain))
 
@@ -345,6 +344,7 @@ async def test_the_teachers_reply_is_the_candidate_when_its_advice_is_unusable(s
     assert cand.trigger.startswith("When a customer wants a cash refund")
     assert cand.example == e.reference_reply and world.GOOD_PHRASE in cand.example
     assert cand.outcome == "accepted"  # the student follows the quoted reply, and the gate sees it
+
 
 async def test_a_narrow_spread_keeps_the_weakest_turn_contrast(store, domain):
     store.add_scenario(_scenario(domain))

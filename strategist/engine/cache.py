@@ -50,14 +50,25 @@ def _plain_json(content: str, role: str) -> str:
     return f'{{"content": {_string(content)}, "role": {_string(role)}}}'
 
 
-@functools.lru_cache(maxsize=512)  # a run uses a handful of samplings
+_SEED_MARK = "\x00seed\x00"
+_SAMPLING_FIELDS = tuple(f.name for f in fields(Sampling) if f.name != "seed")
+
+
 def _sampling_json(sampling: Sampling) -> str:
-    return json.dumps(_fields(sampling), sort_keys=True, ensure_ascii=False)
+    """``json.dumps`` of the sampling's fields, sorted. Nearly every call has its own seed, so the
+    text around the seed is what is cached (a run uses a handful of samplings otherwise)."""
+    head, tail = _around_seed(tuple(getattr(sampling, name) for name in _SAMPLING_FIELDS))
+    seed = sampling.seed
+    return f"{head}{'null' if seed is None else int(seed)}{tail}"
 
 
-def _fields(sampling: Sampling) -> dict[str, Any]:
-    # What dataclasses.asdict gives for Sampling (flat fields), without its recursive deep copy.
-    return {f.name: getattr(sampling, f.name) for f in fields(sampling)}
+@functools.lru_cache(maxsize=512)
+def _around_seed(values: tuple[Any, ...]) -> tuple[str, str]:
+    d = dict(zip(_SAMPLING_FIELDS, values, strict=True))
+    d["seed"] = _SEED_MARK
+    text = json.dumps(d, sort_keys=True, ensure_ascii=False)
+    head, tail = text.split(json.dumps(_SEED_MARK, ensure_ascii=False))
+    return head, tail
 
 
 def completion_to_dict(c: Completion) -> dict[str, Any]:
