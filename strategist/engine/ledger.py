@@ -61,8 +61,9 @@ class GroupWriter:
     """
 
     def __init__(self, stores: Sequence[Store], *, idle: float = 0.5) -> None:
-        # Entered in this order, so committed in the reverse: the first store (the ledger's) last
-        # among several databases would record results before their calls; list it first.
+        # The first store (the ledger's: rows and results) is entered last, so it commits first
+        # (an ExitStack unwinds in reverse): killed between two databases' commits, a run has
+        # recorded calls whose responses are not cached (made again), never the other way round.
         self.stores = list(dict.fromkeys(reversed(stores)))
         self.idle = idle
         self._queue: queue.SimpleQueue[list[tuple[Callable[[], Any], Future[Any]]]] = queue.SimpleQueue()
