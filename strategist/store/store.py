@@ -126,7 +126,9 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
     def transaction(self) -> Iterator[None]:
         """Every plain write (dialogues, judgements, ledger rows, cached responses) this thread
         makes inside the block in one transaction: one commit instead of one each. A block
-        inside another joins it."""
+        inside another joins it. ORM sessions (``session()``) do not: on SQLite one opened inside
+        would wait for this transaction's lock, so only plain writes belong in the block (the run
+        writer's groups: results, ledger rows, cached responses)."""
         if getattr(self._bound, "conn", None) is not None:
             yield
             return
