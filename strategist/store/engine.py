@@ -3,6 +3,7 @@ errors turned into one line that says what to do."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import sqlite3
@@ -59,14 +60,40 @@ def _json_dumps(value: Any) -> str:
         return json.dumps(_finite(value), allow_nan=False)
 
 
+def _clean(text: str) -> str:
+    if "\x00" in text:
+        text = text.replace("\x00", "\ufffd")
+    if not text.isascii():
+        # A lone surrogate (e.g. from "\\ud800" in a model's JSON) cannot be encoded: replace it.
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text
+
+
+_SCALARS = frozenset({int, float, bool, type(None), bytes, datetime.datetime, datetime.date})
+
+
 def _without_nul(value: Any) -> Any:
+    """``value`` with every string cleaned (``_clean``). This runs on the parameters of every
+    statement (a batch of ledger rows is thousands of values), so a row of clean scalars is checked
+    in one loop and returned as it is."""
+    kind = type(value)
+    if kind is str:
+        return _clean(value)
+    if kind is tuple or kind is list:
+        for v in value:
+            vk = type(v)
+            if vk is str:
+                if "\x00" in v or not v.isascii():
+                    break
+            elif vk not in _SCALARS:  # nested, or a type this loop does not know: the full walk
+                break
+        else:
+            return value
+        return kind(_without_nul(x) for x in value)
+    if kind is dict:
+        return {k: _without_nul(v) for k, v in value.items()}
     if isinstance(value, str):
-        if "\x00" in value:
-            value = value.replace("\x00", "\ufffd")
-        if not value.isascii():
-            # A lone surrogate (e.g. from "\\ud800" in a model's JSON) cannot be encoded: replace it.
-            value = value.encode("utf-8", "replace").decode("utf-8")
-        return value
+        return _clean(value)
     if isinstance(value, dict):
         return {k: _without_nul(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
