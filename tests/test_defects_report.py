@@ -278,3 +278,19 @@ def test_a_link_to_a_dialogue_opens_it(grown, scripted):
     code = harness.replace("IDS", json.dumps(ids)).replace("SCRIPT", scripts[0])
     out = subprocess.run([node, "-e", code], capture_output=True, text=True, timeout=60, check=True)
     assert json.loads(out.stdout) == [[True, True], [True, True], [False, False]]
+
+
+def test_the_judging_line_counts_in_the_singular_and_the_plural(grown, scripted):
+    from strategist.report import render_eval_report
+    from strategist.store import Store
+
+    r = json.loads(_eval("lib.db", scripted, "--samples", "3", "--json").stdout)
+    store = Store.open(grown / "lib.db")
+    stored = store.get_run(r["run_id"]).summary
+    for partial, flagged, expected in ((1, 1, "1 was judged"), (2, 0, "2 were judged")):
+        stored.update(partial_judgements=partial, flagged_dialogues=flagged)
+        render_eval_report(stored, store, grown / "report.html")
+        text = (grown / "report.html").read_text()
+        assert expected in text
+        assert (f"{flagged} was left out" if flagged == 1 else f"{flagged} were left out") in text
+    store.close()
