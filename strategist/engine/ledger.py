@@ -57,10 +57,11 @@ class GroupWriter:
 
     The thread ends once it has been idle for ``idle`` seconds and starts again with the next
     write: it is not a daemon (a process that exits waits for the writes it was given), and an idle
-    one does not keep a finished process alive.
+    one keeps a finished process alive for at most ``idle`` (a thread costs far less to start
+    than a model call takes).
     """
 
-    def __init__(self, stores: Sequence[Store], *, idle: float = 0.5) -> None:
+    def __init__(self, stores: Sequence[Store], *, idle: float = 0.1) -> None:
         # The first store (the ledger's: rows and results) is entered last, so it commits first
         # (an ExitStack unwinds in reverse): killed between two databases' commits, a run has
         # recorded calls whose responses are not cached (made again), never the other way round.
