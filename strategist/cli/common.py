@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
@@ -17,6 +18,17 @@ from ..errors import StrategistError, one_line
 if TYPE_CHECKING:
     from ..core.domain import Domain
     from ..store import Store
+
+T = TypeVar("T")
+
+
+def run_loop(main: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(main)``, with asyncio imported here: only the commands that run a loop pay
+    for it, not start-up (``--help``)."""
+    import asyncio
+
+    return asyncio.run(main)
+
 
 console = Console()
 err_console = Console(stderr=True)

@@ -16,6 +16,7 @@ from .common import (
     MaxTurnsOption,
     ModelOption,
     print_json,
+    run_loop,
 )
 from .views import print_eval, progress, say
 
@@ -102,9 +103,7 @@ def eval_command(
             for m in models.values():
                 await m.aclose()
 
-    import asyncio  # not at start-up: --help does not need the event loop
-
-    result = asyncio.run(go()).as_dict()
+    result = run_loop(go()).as_dict()
     if report is not None:
         from ..report import render_eval_report
 

@@ -16,6 +16,7 @@ from .common import (
     MaxTurnsOption,
     ModelOption,
     print_json,
+    run_loop,
 )
 from .views import print_summary, progress, say
 
@@ -222,9 +223,7 @@ def grow(
             for m in (models.teacher, models.student, models.customer, models.judge):
                 await m.aclose()
 
-    import asyncio  # not at start-up: --help does not need the event loop
-
-    summary = asyncio.run(go())
+    summary = run_loop(go())
     if json_out:
         print_json(summary.as_dict())
     else:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import StrategistError
-from .common import DbOption, DomainOption, JsonOption, open_store, print_json, resolve_domain
+from .common import DbOption, DomainOption, JsonOption, open_store, print_json, resolve_domain, run_loop
 
 if TYPE_CHECKING:
     from ..runtime import Retrieval, StrategyLibrary
@@ -113,8 +113,6 @@ def chat(
 
     Each reply is followed by the strategies that were in its prompt, with their scores.
     """
-    import asyncio
-
     from ..config import load_settings, resolve_roles
     from ..models import resolve_model
     from ..models.base import Sampling
@@ -174,7 +172,7 @@ def chat(
             await bot.aclose()
             library.close()
 
-    asyncio.run(talk())
+    run_loop(talk())
 
 
 def serve(

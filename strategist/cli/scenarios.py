@@ -19,6 +19,7 @@ from .common import (
     print_json,
     resolve_domain,
     role_model,
+    run_loop,
 )
 from .views import say, short, table
 
@@ -198,8 +199,6 @@ def scenarios_import_tau2(
     nothing forbids the state-changing tools. Everything is read and checked first; a bad file
     (or a tool server that does not start) stores nothing.
     """
-    import asyncio
-
     from ..errors import InputError
     from ..importers.tau2 import load_tau2
     from ..tools.probe import list_server_tools, suggest_config
@@ -212,7 +211,7 @@ def scenarios_import_tau2(
         env[key.strip()] = value
     config, names = None, None
     if tools_command is not None:
-        specs = asyncio.run(
+        specs = run_loop(
             list_server_tools(tools_command, env=env, source=f"--tools-command '{tools_command}'")
         )
         config = suggest_config(tools_command, specs, env=env)
@@ -273,8 +272,6 @@ def scenarios_harvest(
     and success criteria (from the judge's critique) are read from it. A harvested scenario keeps
     its source scenario's split (test stays test) and near-duplicates of stored scenarios are
     dropped."""
-    import asyncio
-
     from ..engine.harvest import HarvestConfig, Harvester, OfflineJob, weak_dialogues
     from ..roles import Teacher
 
@@ -309,7 +306,7 @@ def scenarios_harvest(
         finally:
             await model.aclose()
 
-    result = asyncio.run(go())
+    result = run_loop(go())
     summary = job.finish({"source_run": run.id, **result.as_dict()})
     if json_out:
         print_json(summary)
@@ -371,8 +368,6 @@ def scenarios_import_transcripts(
     naming it, unless --skip-bad. Conversations and scenarios are stored in one transaction at the
     end, so a failure leaves nothing half-imported. Conversations already imported (same id) are
     skipped."""
-    import asyncio
-
     from ..engine.harvest import OfflineJob
     from ..engine.transcripts import import_transcripts
     from ..importers.transcripts import read_transcripts
@@ -403,7 +398,7 @@ def scenarios_import_transcripts(
             await model.aclose()
 
     try:
-        result = asyncio.run(go())
+        result = run_loop(go())
     except StrategistError as exc:
         job.finish({}, failed=str(exc))
         raise

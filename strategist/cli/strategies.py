@@ -11,7 +11,7 @@ import typer
 
 from ..audit.lifecycle import STATUSES
 from ..errors import StrategistError, one_line
-from .common import DbOption, JsonOption, console, new_app, open_store, print_json
+from .common import DbOption, JsonOption, console, new_app, open_store, print_json, run_loop
 from .views import print_strategy, say, short, table
 
 if TYPE_CHECKING:
@@ -423,9 +423,7 @@ def run_policy_checks(store: Store, rows: list[StrategyRow], model: ChatModel) -
             ledger.flush()
             await model.aclose()
 
-    import asyncio  # not at start-up
-
-    asyncio.run(go())
+    run_loop(go())
     return failed
 
 

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from ..errors import InputError, StrategistError
-from .common import DbOption, DomainOption, JsonOption, fail, new_app, open_store, print_json, resolve_domain
+from .common import (
+    DbOption,
+    DomainOption,
+    JsonOption,
+    fail,
+    new_app,
+    open_store,
+    print_json,
+    resolve_domain,
+    run_loop,
+)
 from .views import say, short, table
 
 if TYPE_CHECKING:
@@ -48,9 +58,7 @@ def tools_list(db: DbOption = None, domain: DomainOption = None, json_out: JsonO
         async with env:
             return await env.list_tools()
 
-    import asyncio  # not at start-up
-
-    specs = asyncio.run(go())
+    specs = run_loop(go())
     if json_out:
         print_json([s.to_openai() for s in specs])
         return
@@ -84,9 +92,7 @@ def tools_call(
         async with env, env.session(f"strategist/cli/{uuid.uuid4().hex[:12]}") as toolset:
             return await toolset.call(name, arguments)
 
-    import asyncio  # not at start-up
-
-    result = asyncio.run(go())
+    result = run_loop(go())
     if json_out:
         print_json(result.model_dump())
     else:

@@ -16,6 +16,7 @@ from .common import (
     print_json,
     resolve_domain,
     role_model,
+    run_loop,
 )
 from .views import say, short, table
 
@@ -121,8 +122,6 @@ def traffic_judge(
 ) -> None:
     """Judge captured conversations not judged yet. Each judged conversation counts, for every
     strategy version used in it, as good or poor (shown in strategies list, show and the audit page)."""
-    import asyncio
-
     from ..engine.harvest import OfflineJob
     from ..engine.traffic import judge_traffic
     from ..roles import Judge
@@ -152,7 +151,7 @@ def traffic_judge(
         finally:
             await model.aclose()
 
-    result = asyncio.run(go())
+    result = run_loop(go())
     summary = job.finish(result.as_dict())
     if json_out:
         print_json(summary)
@@ -183,8 +182,6 @@ def traffic_harvest(
 ) -> None:
     """Turn the weakest judged captured conversations into training scenarios (the conversation up
     to the weakest agent turn, replayed; persona and intent read by the teacher)."""
-    import asyncio
-
     from ..engine.harvest import HarvestConfig, Harvester, OfflineJob
     from ..roles import Teacher
     from .scenarios import _print_harvest
@@ -219,7 +216,7 @@ def traffic_harvest(
         finally:
             await model.aclose()
 
-    result = asyncio.run(go())
+    result = run_loop(go())
     summary = job.finish({"source": "traffic", **result.as_dict()})
     if json_out:
         print_json(summary)
