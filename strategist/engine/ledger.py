@@ -103,20 +103,7 @@ class GroupWriter:
     def _run(self, group: list[tuple[Callable[[], Any], Future[Any]]]) -> None:
         # A write whose waiter gave up before it started (a cancelled run) is not made.
         group = [(w, f) for w, f in group if f.set_running_or_notify_cancel()]
-        if not group:
-            return
-        results: list[Any] = []
-        if len(group) > 1:
-            try:
-                with contextlib.ExitStack() as stack:
-                    for store in self.stores:
-                        stack.enter_context(store.transaction())
-                    results = [work() for work, _ in group]
-            except Exception:
-                results = []  # rolled back: each one again, alone
-        if results:
-            for (_, future), result in zip(group, results, strict=True):
-                future.set_result(result)
+        if len(group) > 1 and self._run_together(group):
             return
         for work, future in group:
             try:
@@ -125,6 +112,19 @@ class GroupWriter:
                 if self.failure is None:
                     self.failure = exc
                 future.set_exception(exc)
+
+    def _run_together(self, group: list[tuple[Callable[[], Any], Future[Any]]]) -> bool:
+        """The group in one transaction per store; False (all rolled back) if any write failed."""
+        try:
+            with contextlib.ExitStack() as stack:
+                for store in self.stores:
+                    stack.enter_context(store.transaction())
+                results = [work() for work, _ in group]
+        except Exception:
+            return False
+        for (_, future), result in zip(group, results, strict=True):
+            future.set_result(result)
+        return True
 
     def wait(self) -> None:
         """Return once every write submitted so far is made (they run in order: the last one)."""

@@ -76,27 +76,13 @@ def _without_nul(value: Any) -> Any:
     """``value`` with every string cleaned (``_clean``). This runs on the parameters of every
     statement (a batch of ledger rows is thousands of values), so a row of clean scalars is checked
     in one loop and returned as it is."""
-    kind = type(value)
-    if kind is str:
-        return _clean(value)
-    if kind is tuple or kind is list:
-        for v in value:
-            vk = type(v)
-            if vk is str:
-                if "\x00" in v or not v.isascii():
-                    break
-            elif vk not in _SCALARS:  # nested, or a type this loop does not know: the full walk
-                break
-        else:
-            return value
-        return kind(_without_nul(x) for x in value)
-    if kind is dict:
-        return {k: _without_nul(v) for k, v in value.items()}
     if isinstance(value, str):
         return _clean(value)
     if isinstance(value, dict):
         return {k: _without_nul(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
+        if all(type(v) in _SCALARS or (type(v) is str and v.isascii() and "\x00" not in v) for v in value):
+            return value
         return type(value)(_without_nul(v) for v in value)
     return value
 

@@ -129,15 +129,13 @@ class Store(SearchStoreMixin, AuditStoreMixin, ConversationStoreMixin, ReleaseSt
         inside another joins it. ORM sessions (``session()``) do not: on SQLite one opened inside
         would wait for this transaction's lock, so only plain writes belong in the block (the run
         writer's groups: results, ledger rows, cached responses)."""
-        if getattr(self._bound, "conn", None) is not None:
-            yield
-            return
-        with self.engine.begin() as conn:
+        outer = getattr(self._bound, "conn", None)
+        with self._begin() as conn:
             self._bound.conn = conn
             try:
                 yield
             finally:
-                self._bound.conn = None
+                self._bound.conn = outer
 
     @contextmanager
     def _begin(self) -> Iterator[sa.Connection]:
