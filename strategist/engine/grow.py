@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 from ..core.cells import CellStats, pick_cells
 from ..core.dialogue import Dialogue, StrategyText
 from ..core.domain import Difficulty, Domain, Scenario
-from ..core.evidence import GateBatch, GateEvidence, GatePair, PairwiseVote, pair_preference
+from ..core.evidence import CandidateSource, GateBatch, GateEvidence, GatePair, PairwiseVote, pair_preference
 from ..core.gate import MIN_SD, GateConfig, decide_look
 from ..core.runs import RunStatus
 from ..core.seeds import derive_seed
@@ -540,25 +540,37 @@ class Grower(Runner):
         except ModelError as exc:
             self._failure(f"coaching on scenario {scenario.id} from its best run", exc, round_no=round_no)
             # The best run itself is still advice the student can follow: it wrote it.
-            guidance = (
-                "Answer as in the example: in this situation it served the customer better than other "
-                "replies did."
+            return self._quoted(
+                round_no,
+                scenario,
+                best.dialogue.id,
+                quote,
+                evidence,
+                "best_run",
+                "in this situation it served the customer better than other replies did.",
             )
-            ev = evidence.model_copy(update={"source": "best_run"})
-            return [
-                self._candidate(
-                    round_no, scenario, best.dialogue.id, self._intent_trigger(scenario), guidance, quote, ev
-                )
-            ]
         return [
             self._candidate(round_no, scenario, best.dialogue.id, p.trigger, p.guidance, quote, evidence)
             for p in proposals
         ]
 
-    def _intent_trigger(self, scenario: Scenario) -> str:
-        """A trigger from the scenario's intent, for a candidate that quotes a reply."""
+    def _quoted(
+        self,
+        round_no: int,
+        scenario: Scenario,
+        source_dialogue: int | None,
+        quote: str,
+        evidence: GateEvidence,
+        source: CandidateSource,
+        why: str,
+    ) -> list[CandidateRow]:
+        """The candidate when the teacher's advice is unusable: a reply quoted as the example, under
+        a trigger made from the scenario's intent (the gate then tests the reply itself)."""
         intent = self.domain.intent(scenario.intent).description.strip().rstrip(".")
-        return f"When a customer {intent[:1].lower()}{intent[1:]}"
+        trigger = f"When a customer {intent[:1].lower()}{intent[1:]}"
+        guidance = f"Answer as in the example: {why}"
+        ev = evidence.model_copy(update={"source": source})
+        return [self._candidate(round_no, scenario, source_dialogue, trigger, guidance, quote, ev)]
 
     async def _weakest_turn(
         self, round_no: int, scenario: Scenario, worst: Scored, k: int, seed: int, room: int
@@ -590,15 +602,19 @@ class Grower(Runner):
             )
         except ModelError as exc:
             self._failure(f"coaching on scenario {scenario.id}", exc, round_no=round_no, dialogue_id=d.id)
+            # The teacher's reply is still advice the gate can test, as the best run is above.
             quote = short_quote(reference)
             if not quote.strip():
                 return []
-            # The teacher's reply is still advice the gate can test, as the best run is above.
-            guidance = "Answer as in the example: a stronger reply than the one given in this situation."
-            ev = evidence.model_copy(update={"source": "teacher_reply"})
-            return [
-                self._candidate(round_no, scenario, d.id, self._intent_trigger(scenario), guidance, quote, ev)
-            ]
+            return self._quoted(
+                round_no,
+                scenario,
+                d.id,
+                quote,
+                evidence,
+                "teacher_reply",
+                "a stronger reply than the one given in this situation.",
+            )
         return [
             self._candidate(round_no, scenario, d.id, p.trigger, p.guidance, p.example, evidence)
             for p in proposals[:room]
